@@ -1,67 +1,348 @@
-"""SemCLIP losses: CLIP's contrastive loss plus paraphrase and negation terms.
+"""SemCLIP's losses, from scratch.
 
-First version: `contrastive_loss` calls the plain reference; the fused, tiled op follows.
+SemCLIP (Ngan, Sadeghi Afgeh, Townsend, d'Avila Garcez, arXiv 2511.16527) trains CLIP on
+caption triplets (original t, paraphrase t+, negation t-) with CLIP's contrastive loss plus two
+text-side terms measured in a small projection subspace. This file reads top to bottom:
+
+  1. contrastive_loss_reference    CLIP's loss in a few lines: the definition.
+  2. contrastive_loss              the same numbers without ever holding the N x M logits:
+                                   a tiled autograd.Function with a hand-written backward.
+  3. gather_features,              the same loss across processes (torchrun), each process
+     distributed_contrastive_loss  computing its own rows against the global batch.
+  4. sigmoid_loss                  SigLIP's per-pair alternative to the softmax (an option).
+  5. SemCLIPLoss, LOSS_VARIANTS    the paper's loss and the ablations train.py --loss selects.
+
+All embeddings are L2-normalised rows ([N, D], what CLIP.encode_image / encode_text return);
+`logit_scale` is the multiplier itself (the model's parameter already exp'd and clamped).
 """
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrizations
+
+# ---------------------------------------------------------------------------------------------
+# 1. CLIP's contrastive loss, the plain way
+# ---------------------------------------------------------------------------------------------
 
 
 def contrastive_loss_reference(image_features, text_features, logit_scale, chunk_size=None):
-    """CLIP's symmetric InfoNCE with plain F.cross_entropy (materialises N x M logits).
+    """CLIP's symmetric InfoNCE with F.cross_entropy. Materialises the N x M logits.
 
-    image_features [N, D], text_features [M, D] with M >= N; row i's positive is column i.
-    Columns N..M-1 are extra negatives for image->text only. chunk_size is ignored.
+    image_features [N, D], text_features [M, D], M >= N. Row i's positive is column i. Columns
+    N..M-1 (e.g. negated captions) are extra negatives for image->text only. `chunk_size` is
+    accepted for the shared signature and ignored.
     """
     n = image_features.shape[0]
-    logits = logit_scale * image_features @ text_features.t()  # [N, M]
+    # logits[i, j] = s * <x_i, y_j>
+    logits = logit_scale * image_features @ text_features.t()
     labels = torch.arange(n, device=logits.device)
+    # L_clip = 1/2 (1/N sum_i -log softmax_j(logits[i, :])[i] + 1/N sum_j -log softmax_i(logits[:, j])[j])
     image_to_text = F.cross_entropy(logits, labels)
     text_to_image = F.cross_entropy(logits[:, :n].t(), labels)
     return 0.5 * (image_to_text + text_to_image)
 
 
+# ---------------------------------------------------------------------------------------------
+# 2. The same loss, fused and tiled
+# ---------------------------------------------------------------------------------------------
+#
+# Notation: queries Q [N, D] (images), keys K [M, D] (texts), scale s, logits S = s Q K^T.
+# Row i's positive is column o + i (o = positive_offset: 0 on one process, rank * N_local for
+# the local rows of one process among many, see section 3).
+#
+#   row term     L_row = 1/N sum_i (lse_i - S[i, o+i]),     lse_i  = log sum_{j<M} exp S[i, j]
+#   column term  L_col = 1/N sum_j (lse'_j - S[j, j]),      lse'_j = log sum_{i<N} exp S[i, j],  j < N
+#   loss         L = 1/2 (L_row + L_col)   (symmetric=True, CLIP)   or   L = L_row   (one way)
+#
+# Backward. Softmax cross-entropy CE(z, y) = lse(z) - z_y has d CE / d z = softmax(z) - onehot(y),
+# because d lse(z) / d z_j = exp(z_j) / sum_k exp(z_k) = softmax(z)_j. So with
+#   P[i, j]  = exp(S[i, j] - lse_i)    (each row sums to 1)
+#   P'[i, j] = exp(S[i, j] - lse'_j)   (each of the first N columns sums to 1)
+# the gradient of L with respect to the logits is, with w = 1/(2N) (symmetric) or 1/N (one way),
+#   G = dL/dS = w (P - Y) + w (P' - Y)[first N columns, symmetric only],  Y[i, o+i] = 1.
+# Then S = s Q K^T gives, by the chain rule for a matrix product,
+#   dL/dQ = s G K,      dL/dK = s G^T Q,      dL/ds = sum_ij G[i, j] <q_i, k_j> = sum_i <q_i, (G K)_i>.
+#
+# Memory. Nothing N x M is ever stored: the forward keeps only the per-row lse (N numbers) and
+# the per-column lse' (N numbers), built tile by tile; the backward recomputes each tile of S
+# from Q and K. A tile is `chunk` rows by all M columns, and two tile buffers live at a time,
+# so memory is O((N + M) * D) for the features and their gradients plus O(chunk * M) for the
+# tiles, instead of O(N * M) (1 GiB per fp32 copy at N = M = 16384; the reference holds several).
+# The price is one extra matrix product (the backward recomputes S): 4 products of N x M x D
+# instead of 3.
+
+TILE_ELEMENTS = 2**23  # default tile size: 2^23 fp32 logits = 32 MiB per tile buffer
+
+
+def _default_chunk(num_columns, chunk_size):
+    return chunk_size if chunk_size else max(1, TILE_ELEMENTS // num_columns)
+
+
+class TiledContrastiveLoss(torch.autograd.Function):
+    """The losses above, computed tile by tile; see the derivation in the comments."""
+
+    @staticmethod
+    def forward(ctx, queries, keys, logit_scale, positive_offset, symmetric, chunk_size):
+        # bf16/fp16 features are promoted once to fp32 (O((N + M) D)); every tile is computed
+        # and accumulated in fp32 (float64 stays float64, for gradcheck)
+        dtype = torch.promote_types(queries.dtype, torch.float32)
+        q, k, s = queries.to(dtype), keys.to(dtype), logit_scale.to(dtype)
+        n, m = q.shape[0], k.shape[0]
+        chunk = min(_default_chunk(m, chunk_size), n)
+        q_scaled = q * s
+        logits_tile = q.new_empty(chunk, m)
+        exp_tile = q.new_empty(chunk, m)
+        row_lse = q.new_empty(n)
+        column_max = q.new_full((n,), float("-inf"))
+        column_sum = q.new_zeros(n)
+        for start in range(0, n, chunk):
+            rows = min(chunk, n - start)
+            logits = torch.mm(q_scaled[start:start + rows], k.t(), out=logits_tile[:rows])
+            # lse_i = max_i + log sum_j exp(S[i, j] - max_i): each tile holds whole rows
+            row_max = logits.amax(dim=1, keepdim=True)
+            shifted = torch.sub(logits, row_max, out=exp_tile[:rows]).exp_()
+            row_lse[start:start + rows] = row_max.squeeze(1) + shifted.sum(dim=1).log()
+            if symmetric:
+                # lse'_j over rows seen so far, merged online: with m' = max(m, tile max),
+                #   sum' = sum * exp(m - m') + sum_{i in tile} exp(S[i, j] - m')
+                columns = logits[:, :n]
+                new_max = torch.maximum(column_max, columns.amax(dim=0))
+                column_sum.mul_((column_max - new_max).exp())
+                column_sum += torch.sub(columns, new_max, out=exp_tile[:rows, :n]).exp_().sum(dim=0)
+                column_max = new_max
+        column_lse = column_max + column_sum.log()
+        # the positives S[i, o+i] = s <q_i, k_{o+i}>, one dot product per row
+        positives = (q_scaled * k[positive_offset:positive_offset + n]).sum()
+        row_term = (row_lse.sum() - positives) / n
+        loss = 0.5 * (row_term + (column_lse.sum() - positives) / n) if symmetric else row_term
+        ctx.save_for_backward(queries, keys, logit_scale, row_lse, column_lse)
+        ctx.positive_offset, ctx.symmetric, ctx.chunk = positive_offset, symmetric, chunk
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        queries, keys, logit_scale, row_lse, column_lse = ctx.saved_tensors
+        offset, symmetric, chunk = ctx.positive_offset, ctx.symmetric, ctx.chunk
+        dtype = row_lse.dtype
+        q, k, s = queries.to(dtype), keys.to(dtype), logit_scale.to(dtype)
+        n, m = q.shape[0], k.shape[0]
+        weight = 0.5 / n if symmetric else 1.0 / n
+        q_scaled = q * s
+        logits_tile = q.new_empty(chunk, m)
+        grad_tile = q.new_empty(chunk, m)
+        grad_k_unscaled = torch.zeros_like(k)  # G^T Q, times s at the end
+        grad_q_unscaled = torch.empty_like(q)  # G K, times s at the end
+        for start in range(0, n, chunk):
+            rows = min(chunk, n - start)
+            logits = torch.mm(q_scaled[start:start + rows], k.t(), out=logits_tile[:rows])
+            # G = w P ...
+            grad = torch.sub(logits, row_lse[start:start + rows, None], out=grad_tile[:rows]).exp_()
+            if symmetric:
+                # ... + w P' on the first N columns (computed in place: S is not needed again) ...
+                grad[:, :n] += logits[:, :n].sub_(column_lse).exp_()
+            grad.mul_(weight)
+            # ... - w Y (once per term): the positives of these rows, a diagonal of the tile
+            grad[:, offset + start:offset + start + rows].diagonal().sub_(2 * weight if symmetric else weight)
+            torch.mm(grad, k, out=grad_q_unscaled[start:start + rows])
+            grad_k_unscaled.addmm_(grad.t(), q[start:start + rows])
+        # dL/ds = sum_i <q_i, (G K)_i>
+        grad_scale = (q * grad_q_unscaled).sum()
+        grad_q = grad_q_unscaled.mul_(s * grad_loss)
+        grad_k = grad_k_unscaled.mul_(s * grad_loss)
+        grad_scale = (grad_scale * grad_loss).to(logit_scale.dtype).reshape(logit_scale.shape)
+        return grad_q.to(queries.dtype), grad_k.to(keys.dtype), grad_scale, None, None, None
+
+
+def _as_tensor(logit_scale, like):
+    return logit_scale if torch.is_tensor(logit_scale) else torch.tensor(logit_scale, device=like.device)
+
+
 def contrastive_loss(image_features, text_features, logit_scale, chunk_size=None):
-    return contrastive_loss_reference(image_features, text_features, logit_scale, chunk_size)
+    """CLIP's symmetric InfoNCE, fused: same signature and value as contrastive_loss_reference.
+
+    image_features [N, D], text_features [M, D], M >= N; row i's positive is column i; columns
+    N..M-1 are extra image->text negatives. Memory O((N + M) * chunk_size) instead of O(N * M);
+    chunk_size=None picks `TILE_ELEMENTS // M` rows per tile. Returns an fp32 scalar (float64 for
+    float64 input) whatever the feature dtype; gradients come back in the features' dtypes.
+    """
+    scale = _as_tensor(logit_scale, image_features)
+    return TiledContrastiveLoss.apply(image_features, text_features, scale, 0, True, chunk_size)
+
+
+def one_way_contrastive_loss(queries, keys, logit_scale, positive_offset=0, chunk_size=None):
+    """Mean over rows i of cross_entropy(s * q_i K^T, target positive_offset + i), fused.
+
+    One direction of CLIP's loss: queries [N, D] against keys [M, D], M >= positive_offset + N.
+    The building block of the multi-process loss below.
+    """
+    scale = _as_tensor(logit_scale, queries)
+    return TiledContrastiveLoss.apply(queries, keys, scale, positive_offset, False, chunk_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Many processes: every process computes its own rows against the global batch
+# ---------------------------------------------------------------------------------------------
+#
+# With W processes of n samples each, process r holds images I_r, texts T_r (and negations).
+# It gathers everything, I = [I_0..I_W-1], T = [T_0..T_W-1], and computes only its own rows
+# ("local loss", as open_clip's local_loss=True):
+#   L_r = 1/2 (CE rows of I_r against [T, T-]  +  CE rows of T_r against I),  positives at r*n + i
+# The mean of L_r over processes is exactly the single-process loss on the global batch of W*n.
+# Gradients flow back through the gather (its backward sums each process's contributions into
+# the owner's slice), and DDP's averaging of parameter gradients then yields d(mean_r L_r).
+
+
+def _rank_and_world_size():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_features(features):
+    """All processes' features concatenated in rank order, with gradient; unchanged on one process.
+
+    All processes must pass the same shape.
+    """
+    if _rank_and_world_size()[1] == 1:
+        return features
+    return torch.cat(dist_fn.all_gather(features), dim=0)
+
+
+def distributed_contrastive_loss(image_local, text_local, logit_scale, negation_local=None, chunk_size=None):
+    """This process's share of CLIP's loss over the global batch (every process: same n).
+
+    Average it over processes (DDP does, by averaging gradients) to get contrastive_loss on the
+    gathered batch, with the gathered negations as extra image->text negatives if given. On one
+    process it is exactly contrastive_loss(image, cat([text, negation])).
+    """
+    rank, world_size = _rank_and_world_size()
+    columns = [text_local] if negation_local is None else [text_local, negation_local]
+    if world_size == 1:
+        return contrastive_loss(image_local, torch.cat(columns), logit_scale, chunk_size)
+    keys = torch.cat([gather_features(c) for c in columns])
+    offset = rank * image_local.shape[0]
+    image_to_text = one_way_contrastive_loss(image_local, keys, logit_scale, offset, chunk_size)
+    text_to_image = one_way_contrastive_loss(text_local, gather_features(image_local), logit_scale, offset, chunk_size)
+    return 0.5 * (image_to_text + text_to_image)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. SigLIP's sigmoid loss (Zhai et al., "Sigmoid Loss for Language Image Pre-Training", 2023)
+# ---------------------------------------------------------------------------------------------
+
+
+def sigmoid_loss(image_features, text_features, logit_scale, logit_bias, positive_offset=0):
+    """Every (image, text) pair is its own binary classification: matching or not.
+
+    Plain ops (materialises N x M). Extra columns are extra negatives; positive_offset as above.
+    """
+    n = image_features.shape[0]
+    logits = logit_scale * image_features @ text_features.t() + logit_bias
+    # z[i, j] = +1 for the positive pair (j = o + i), -1 otherwise
+    signs = -torch.ones_like(logits)
+    signs[:, positive_offset:positive_offset + n].diagonal().fill_(1.0)
+    # L_sig = -1/N sum_i sum_j log sigmoid(z[i, j] * (s <x_i, y_j> + b))
+    return -F.logsigmoid(signs * logits).sum() / n
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. SemCLIP
+# ---------------------------------------------------------------------------------------------
+
+# train.py --loss NAME builds SemCLIPLoss(embed_dim, **LOSS_VARIANTS[NAME])
+LOSS_VARIANTS = {
+    # SemCLIP (arXiv 2511.16527): contrastive + paraphrase + negation terms
+    "semclip": {},
+    # CLIP (Radford et al. 2021): the contrastive term alone
+    "clip": {"paraphrase_weight": 0.0, "negation_weight": 0.0},
+    # NegCLIP (Yuksekgonul et al. 2023) / CoN-CLIP text side (Singh et al. 2024): negated
+    # captions as hard negatives in the contrastive term, no projection terms
+    "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
+    # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
+    "siglip": {"contrastive": "sigmoid"},
+}
 
 
 class SemCLIPLoss(nn.Module):
+    """L_total = (a L_clip + b L_para + c L_neg) / (a + b + c), a, b, c = the three weights.
+
+    forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
+    of the images, original captions t, paraphrases t+ and negations t-, and returns a dict of
+    scalar tensors "loss", "contrastive", "paraphrase", "negation". A term whose weight is 0 is
+    still computed, for logging, but under no_grad: it is detached and costs no backward.
+
+    contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
+    (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
+    too (also needed for learnable_projections). Under torchrun every term is this process's
+    share of the global-batch loss (section 3).
+
+    Where the SemCLIP authors' code departs from the equations, this follows the equations:
+    their CLIP term receives un-normalised features and a freshly added, unclamped logit scale;
+    here it gets the model's unit embeddings and the model's (clamped) logit scale.
+    """
+
     def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
                  num_projections=2, learnable_projections=False, normalize_projections=True,
-                 negatives_in_contrastive=False, seed=0):
+                 negatives_in_contrastive=False, seed=0, contrastive="softmax"):
         super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        gaussian = torch.randn(embed_dim, num_projections, generator=generator)
-        basis = torch.linalg.qr(gaussian).Q.t().contiguous()  # [K, D], orthonormal rows
-        if learnable_projections:
-            self.basis = nn.Parameter(basis)
-        else:
-            self.register_buffer("basis", basis)
-        self.learnable_projections = learnable_projections
-        self.contrastive_weight = contrastive_weight
-        self.paraphrase_weight = paraphrase_weight
-        self.negation_weight = negation_weight
+        if contrastive_weight + paraphrase_weight + negation_weight <= 0:
+            raise ValueError("the loss weights must have a positive sum")
+        if contrastive not in ("softmax", "sigmoid"):
+            raise ValueError(f"contrastive must be 'softmax' or 'sigmoid', not {contrastive!r}")
+        self.weights = {"contrastive": contrastive_weight, "paraphrase": paraphrase_weight,
+                        "negation": negation_weight}
         self.normalize_projections = normalize_projections
         self.negatives_in_contrastive = negatives_in_contrastive
+        self.contrastive = contrastive
+        # B: K x D with orthonormal rows, a random K-dimensional subspace fixed by the seed
+        # (QR of a Gaussian matrix). K = 1 makes cos(p(t), p(t')) a mere sign, with no
+        # gradient: use K >= 2.
+        gaussian = torch.randn(embed_dim, num_projections, generator=torch.Generator().manual_seed(seed))
+        basis = torch.linalg.qr(gaussian).Q.t().contiguous()
+        if learnable_projections:
+            # learnable B stays orthonormal: `basis` is recomputed from an unconstrained
+            # parameter through an orthogonal parametrization (initialised to the same B)
+            self.basis = nn.Parameter(basis)
+            parametrizations.orthogonal(self, "basis")
+        else:
+            self.register_buffer("basis", basis)
+        if contrastive == "sigmoid":
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
-    def project(self, x):
-        basis = self.basis
-        if self.learnable_projections:
-            basis = torch.linalg.qr(basis.t()).Q.t()
-        p = x @ basis.t()
-        return F.normalize(p, dim=-1) if self.normalize_projections else p
+    def project(self, embeddings):
+        # p(x) = normalize(B x). Only the subspace matters: p(x) . p(y) is unchanged by any
+        # rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
+        # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
+        # the flag changes nothing: their cosine loss normalises either way.)
+        projections = embeddings @ self.basis.t()
+        return F.normalize(projections, dim=-1) if self.normalize_projections else projections
+
+    def contrastive_term(self, image, text, negation, logit_scale):
+        negation = negation if self.negatives_in_contrastive else None
+        if self.contrastive == "softmax":
+            return distributed_contrastive_loss(image, text, logit_scale, negation)
+        columns = [text] if negation is None else [text, negation]
+        keys = torch.cat([gather_features(c) for c in columns])
+        offset = _rank_and_world_size()[0] * image.shape[0]
+        return sigmoid_loss(image, keys, logit_scale, self.logit_bias, offset)
 
     def forward(self, image, text, paraphrase, negation, logit_scale):
-        zero = image.new_zeros(())
-        columns = torch.cat([text, negation]) if self.negatives_in_contrastive else text
-        contrastive = contrastive_loss(image, columns, logit_scale) if self.contrastive_weight else zero
         p_text = self.project(text)
-        paraphrase_term = (1 - F.cosine_similarity(p_text, self.project(paraphrase), dim=-1)).mean() \
-            if self.paraphrase_weight else zero
-        negation_term = F.relu(F.cosine_similarity(p_text, self.project(negation), dim=-1)).mean() \
-            if self.negation_weight else zero
-        total_weight = self.contrastive_weight + self.paraphrase_weight + self.negation_weight
-        loss = (self.contrastive_weight * contrastive + self.paraphrase_weight * paraphrase_term
-                + self.negation_weight * negation_term) / total_weight
-        return {"loss": loss, "contrastive": contrastive, "paraphrase": paraphrase_term, "negation": negation_term}
+        terms = {
+            # L_clip on (image, original caption) pairs, negations as extra negatives if asked
+            "contrastive": lambda: self.contrastive_term(image, text, negation, logit_scale),
+            # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
+            "paraphrase": lambda: (1 - (p_text * self.project(paraphrase)).sum(-1)).mean(),
+            # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
+            "negation": lambda: F.relu((p_text * self.project(negation)).sum(-1)).mean(),
+        }
+        out = {}
+        for name, compute in terms.items():
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.weights[name] != 0):
+                out[name] = compute()
+        # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
+        out["loss"] = sum(w * out[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
+        return out
