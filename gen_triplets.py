@@ -202,7 +202,7 @@ def read_captions(path):
         raise InputError(f"{path}: cannot read it ({error.strerror}); check --input") from None
     records, first_line = [], {}
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
         try:
             header = reader.fieldnames or []
             missing = [key for key in ("image", "caption") if key not in header]
@@ -215,7 +215,8 @@ def read_captions(path):
                                      "the header; quote fields that contain commas")
                 records.append(check_record(path, reader.line_num, row, first_line))
         except csv.Error as error:
-            raise InputError(f"{path}: line {reader.line_num}: bad CSV ({error}); fix the quoting") from None
+            raise InputError(f"{path}: line {reader.line_num + 1}: bad CSV ({error}); fix the quoting "
+                             "of the record that starts there") from None
     else:
         for line, text_line in enumerate(text.split("\n"), start=1):
             if not text_line.strip():
@@ -423,7 +424,7 @@ def clean_text(value, name, caption):
     """A generated sentence, on one line, checked: a non-empty string, not the caption, sane length."""
     if not isinstance(value, str):
         raise BadAnswer(f"{name} is not text: {snippet(json.dumps(value), 80)}")
-    text = " ".join(value.split()).strip("\"'")
+    text = " ".join(value.strip().strip("\"'").split())
     if not words(text):
         raise BadAnswer(f"{name} is empty")
     if words(text) == words(caption):

