@@ -16,6 +16,8 @@ All embeddings are L2-normalised rows ([N, D], what CLIP.encode_image / encode_t
 `logit_scale` is the multiplier itself (the model's parameter already exp'd and clamped).
 """
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -96,6 +98,7 @@ class TiledContrastiveLoss(torch.autograd.Function):
         logits_tile = q.new_empty(chunk, m)
         exp_tile = q.new_empty(chunk, m)
         row_lse = q.new_empty(n)
+        positives = q.new_empty(n)
         column_max = q.new_full((n,), float("-inf"))
         column_sum = q.new_zeros(n)
         for start in range(0, n, chunk):
@@ -105,6 +108,8 @@ class TiledContrastiveLoss(torch.autograd.Function):
             row_max = logits.amax(dim=1, keepdim=True)
             shifted = torch.sub(logits, row_max, out=exp_tile[:rows]).exp_()
             row_lse[start:start + rows] = row_max.squeeze(1) + shifted.sum(dim=1).log()
+            # the positives S[i, o+i] of these rows: a diagonal of the tile
+            positives[start:start + rows] = logits[:, positive_offset + start:positive_offset + start + rows].diagonal()
             if symmetric:
                 # lse'_j over rows seen so far, merged online: with m' = max(m, tile max),
                 #   sum' = sum * exp(m - m') + sum_{i in tile} exp(S[i, j] - m')
@@ -114,10 +119,8 @@ class TiledContrastiveLoss(torch.autograd.Function):
                 column_sum += torch.sub(columns, new_max, out=exp_tile[:rows, :n]).exp_().sum(dim=0)
                 column_max = new_max
         column_lse = column_max + column_sum.log()
-        # the positives S[i, o+i] = s <q_i, k_{o+i}>, one dot product per row
-        positives = (q_scaled * k[positive_offset:positive_offset + n]).sum()
-        row_term = (row_lse.sum() - positives) / n
-        loss = 0.5 * (row_term + (column_lse.sum() - positives) / n) if symmetric else row_term
+        row_term = (row_lse - positives).mean()
+        loss = 0.5 * (row_term + (column_lse - positives).mean()) if symmetric else row_term
         ctx.save_for_backward(queries, keys, logit_scale, row_lse, column_lse)
         ctx.positive_offset, ctx.symmetric, ctx.chunk = positive_offset, symmetric, chunk
         return loss
@@ -135,15 +138,17 @@ class TiledContrastiveLoss(torch.autograd.Function):
         grad_tile = q.new_empty(chunk, m)
         grad_k_unscaled = torch.zeros_like(k)  # G^T Q, times s at the end
         grad_q_unscaled = torch.empty_like(q)  # G K, times s at the end
+        # w P = exp(S - lse + log w): fold the weight into the shift, saving a pass over each tile
+        row_shift = row_lse - math.log(weight)
+        column_shift = column_lse - math.log(weight)
         for start in range(0, n, chunk):
             rows = min(chunk, n - start)
             logits = torch.mm(q_scaled[start:start + rows], k.t(), out=logits_tile[:rows])
             # G = w P ...
-            grad = torch.sub(logits, row_lse[start:start + rows, None], out=grad_tile[:rows]).exp_()
+            grad = torch.sub(logits, row_shift[start:start + rows, None], out=grad_tile[:rows]).exp_()
             if symmetric:
                 # ... + w P' on the first N columns (computed in place: S is not needed again) ...
-                grad[:, :n] += logits[:, :n].sub_(column_lse).exp_()
-            grad.mul_(weight)
+                grad[:, :n] += logits[:, :n].sub_(column_shift).exp_()
             # ... - w Y (once per term): the positives of these rows, a diagonal of the tile
             grad[:, offset + start:offset + start + rows].diagonal().sub_(2 * weight if symmetric else weight)
             torch.mm(grad, k, out=grad_q_unscaled[start:start + rows])
