@@ -1,0 +1,181 @@
+"""Forward+backward time and peak memory of CLIP's contrastive loss, side by side:
+
+  fused      loss.contrastive_loss            tiled, hand-written backward, no N x M logits
+  reference  loss.contrastive_loss_reference  F.cross_entropy on the full logits
+  open_clip  open_clip.loss.ClipLoss          (pip install -r bench/requirements.txt; the
+                                              column is skipped with a note if it is absent)
+
+Features are random unit rows, N = M, D = 256, logit scale 14.3 (CLIP's init, 1/0.07).
+
+How it measures
+- Time: forward+backward after a warm-up call, wall clock (CUDA: synchronised); a call under a
+  second is repeated (up to 10 times, 1 s in all) and its median kept. Runs are
+  interleaved: repeat r runs every method once before repeat r+1, so a slow moment of a shared
+  machine hits all methods alike; the table shows medians over repeats.
+- Peak memory on CPU: torch's CPU allocator is invisible to tracemalloc, so every (method, N,
+  repeat) runs in a fresh Python process that creates the inputs, reads its resident-set high
+  water mark (getrusage ru_maxrss), runs forward+backward, and reads it again. The difference
+  is the extra memory the loss needed at its peak (activations, saved tensors, gradients), in
+  MiB; it is the same quantity for every method and includes nothing else. Peak memory on
+  CUDA: torch.cuda.max_memory_allocated() over the same call, minus what was allocated before.
+
+    python bench/bench_loss.py                          # CPU, fp32, N in 1024 4096 16384
+    python bench/bench_loss.py --device cuda            # CUDA, bf16, N up to 65536
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import loss  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def open_clip_loss():
+    try:
+        from open_clip.loss import ClipLoss
+    except ImportError:
+        return None
+    clip_loss = ClipLoss()
+    return lambda image, text, scale, chunk_size: clip_loss(image, text, scale)
+
+
+def loss_function(method):
+    return {"fused": loss.contrastive_loss, "reference": loss.contrastive_loss_reference,
+            "open_clip": open_clip_loss()}[method]
+
+
+def inputs(n, dim, dtype, device):
+    generator = torch.Generator(device=device).manual_seed(0)
+    image = F.normalize(torch.randn(n, dim, generator=generator, device=device), dim=-1).to(dtype)
+    text = F.normalize(torch.randn(n, dim, generator=generator, device=device), dim=-1).to(dtype)
+    scale = torch.tensor(1 / 0.07, device=device)
+    return image.requires_grad_(), text.requires_grad_(), scale.requires_grad_()
+
+
+def forward_backward(fn, image, text, scale, chunk_size):
+    image.grad = text.grad = scale.grad = None
+    value = fn(image, text, scale, chunk_size)
+    value.backward()
+    return value.item()
+
+
+def max_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def cpu_worker(args):
+    """One measurement in this fresh process; prints a JSON line."""
+    fn = loss_function(args.worker)
+    image, text, scale = inputs(args.worker_n, args.dim, DTYPES[args.dtype], "cpu")
+    before = max_rss_mib()
+    value = forward_backward(fn, image, text, scale, args.chunk_size)  # warm-up, and the peak
+    peak = max_rss_mib() - before
+    times = []
+    while len(times) < 10 and sum(times) < 1.0:  # fast calls: the median of several
+        start = time.perf_counter()
+        forward_backward(fn, image, text, scale, args.chunk_size)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"seconds": statistics.median(times), "peak_mib": peak, "loss": value}))
+
+
+def measure_cpu(method, n, args):
+    command = [sys.executable, os.path.abspath(__file__), "--worker", method, "--worker-n", str(n),
+               "--dim", str(args.dim), "--dtype", args.dtype]
+    if args.chunk_size:
+        command += ["--chunk-size", str(args.chunk_size)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure_cuda(method, n, args):
+    fn = loss_function(method)
+    image, text, scale = inputs(n, args.dim, DTYPES[args.dtype], "cuda")
+    try:
+        forward_backward(fn, image, text, scale, args.chunk_size)  # warm-up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        value = forward_backward(fn, image, text, scale, args.chunk_size)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        del image, text, scale
+        torch.cuda.empty_cache()
+    return {"seconds": seconds, "peak_mib": peak, "loss": value}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 1)[1])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes N = M "
+                        "(default: 1024 4096 16384 on CPU, 4096 16384 65536 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the table shows medians")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--dtype", choices=list(DTYPES), help="default: fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--chunk-size", type=int, help="rows per tile of the fused op (default: its own choice)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
+    if args.worker:
+        return cpu_worker(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_loss.py: --device cuda but torch.cuda.is_available() is False")
+    sizes = args.sizes or ([1024, 4096, 16384] if args.device == "cpu" else [4096, 16384, 65536])
+
+    methods = ["fused", "reference", "open_clip"]
+    if open_clip_loss() is None:
+        methods.remove("open_clip")
+        print("note: open_clip is not installed (pip install -r bench/requirements.txt); its column is skipped")
+    measure = measure_cpu if args.device == "cpu" else measure_cuda
+    results = {}  # (method, n) -> list of measurements
+    for repeat in range(args.repeats):
+        for n in sizes:
+            for method in methods:
+                results.setdefault((method, n), []).append(measure(method, n, args))
+                print(f"  repeat {repeat + 1}/{args.repeats} N={n} {method}: {results[(method, n)][-1]}",
+                      file=sys.stderr, flush=True)
+
+    def median(method, n, key):
+        values = [r[key] for r in results[(method, n)] if r is not None]
+        return statistics.median(values) if values else float("nan")
+
+    print(f"\ndevice {args.device}, {args.dtype}, D = {args.dim}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, medians of {args.repeats} interleaved runs, forward+backward")
+    header = ["N"] + [f"{m} s" for m in methods] + [f"{m} MiB" for m in methods]
+    header += [f"time fused/{m}" for m in methods[1:]] + [f"mem fused/{m}" for m in methods[1:]]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for n in sizes:
+        row = [str(n)]
+        row += [f"{median(m, n, 'seconds'):.3f}" for m in methods]
+        row += [f"{median(m, n, 'peak_mib'):.0f}" for m in methods]
+        row += [f"{median('fused', n, 'seconds') / median(m, n, 'seconds'):.2f}" for m in methods[1:]]
+        row += [f"{median('fused', n, 'peak_mib') / median(m, n, 'peak_mib'):.3f}" for m in methods[1:]]
+        print("| " + " | ".join(row) + " |")
+    worst = max(abs(median("fused", n, "loss") - median("reference", n, "loss")) / abs(median("reference", n, "loss"))
+                for n in sizes)
+    print(f"largest relative difference of the loss value, fused vs reference: {worst:.1e}")
+    print("(NaN: out of memory)" if any(None in v for v in results.values()) else "")
+
+
+if __name__ == "__main__":
+    main()
