@@ -132,7 +132,8 @@ parser.add_argument("--verify-model", help="model for --verify (default: --model
 parser.add_argument("--regenerate", type=int, default=2,
                     help="extra tries for a caption whose answer is unusable or fails --verify (default %(default)s)")
 parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default %(default)s)")
-parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default %(default)s)")
+parser.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds to wait for the server to connect or send (default %(default)s)")
 parser.add_argument("--max-retries", type=int, default=6,
                     help="retries of one request on 429/5xx/timeout/connection errors (default %(default)s)")
 parser.add_argument("--backoff-base", type=float, default=1.0,
@@ -421,7 +422,8 @@ def words(text):
 
 
 def clean_text(value, name, caption):
-    """A generated sentence, on one line, checked: a non-empty string, not the caption, sane length."""
+    """A generated sentence, on one line, checked: a non-empty string, neither the caption nor
+    the prompt's example, of a sane length."""
     if not isinstance(value, str):
         raise BadAnswer(f"{name} is not text: {snippet(json.dumps(value), 80)}")
     text = " ".join(value.strip().strip("\"'").split())
@@ -429,6 +431,8 @@ def clean_text(value, name, caption):
         raise BadAnswer(f"{name} is empty")
     if words(text) == words(caption):
         raise BadAnswer(f"{name} repeats the caption")
+    if words(text) in (words(EXAMPLE_PARAPHRASE), words(EXAMPLE_NEGATION)):
+        raise BadAnswer(f"{name} copies the prompt's example")  # small models do
     if not len(caption) // 4 <= len(text) <= 3 * len(caption) + 50:
         raise BadAnswer(f"{name} has {len(text)} characters for a caption of {len(caption)}")
     return text
@@ -494,8 +498,8 @@ def duration(seconds):
 
 def main(argv=None):
     args = parser.parse_args(argv)
-    if args.concurrency < 1 or args.regenerate < 0 or args.max_retries < 0 or args.timeout <= 0:
-        parser.error("--concurrency and --timeout must be positive, --regenerate and --max-retries >= 0")
+    if args.concurrency < 1 or args.timeout <= 0 or min(args.regenerate, args.max_retries, args.limit or 0) < 0:
+        parser.error("--concurrency and --timeout must be positive, --regenerate, --max-retries and --limit >= 0")
     api_key = os.environ.get(args.api_key_env) or None
 
     def redact(text):

@@ -216,8 +216,7 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     with FakeLLM(delay=0.02, fault_rate=0.1, seed=5, slow_s=0.7) as fake:
         process = subprocess.Popen(command + ["--base-url", fake.url], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while (not out.exists() or out.read_text().count("\n") < 30) and time.monotonic() < deadline:
+        while (not out.exists() or out.read_text().count("\n") < 30) and process.poll() is None:
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -228,6 +227,23 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     outputs, rejects = read_jsonl(out), read_jsonl(tmp_path / "triplets.jsonl.rejects.jsonl")
     assert outputs[:len(killed_at)] == killed_at
     assert_each_once([f"c{number}" for number in range(150)], outputs, rejects)
+
+
+def test_ctrl_c_stops_at_once_and_a_rerun_completes(tmp_path):
+    captions = write_captions(tmp_path / "captions.jsonl", 40)
+    out = tmp_path / "triplets.jsonl"
+    with FakeLLM(delay=0.2) as fake:
+        command = [sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(out), "--model", "fake",
+                   "--base-url", fake.url, "--concurrency", "4", *FAST]
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        while (not out.exists() or out.read_text().count("\n") < 4) and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(5) == 130
+        assert "rerun the same command to resume" in process.stderr.read()
+        process.stderr.close()
+        assert subprocess.run(command, capture_output=True).returncode == 0
+    assert_each_once([f"c{number}" for number in range(40)], read_jsonl(out), [])
 
 
 # -----------------------------------------------------------------------------
@@ -296,6 +312,7 @@ def test_an_answer_without_a_json_object_is_a_bad_answer():
 
 @pytest.mark.parametrize("text, problem", [
     ("A Brown dog sleeps on a red mat!", "repeats the caption"),
+    (gen_triplets.EXAMPLE_NEGATION, "copies the prompt's example"),
     ("  ", "is empty"),
     ("x" * 200, "has 200 characters"),
     (["a list"], "is not text"),
