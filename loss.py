@@ -277,7 +277,8 @@ class SemCLIPLoss(nn.Module):
     forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
     of the images, original captions t, paraphrases t+ and negations t-, and returns a dict of
     scalar tensors "loss", "contrastive", "paraphrase", "negation". A term whose weight is 0 is
-    still computed, for logging, but under no_grad: it is detached and costs no backward.
+    still computed, for logging, but under no_grad: it is detached and costs no backward. Its
+    embeddings may then be None (the term reports NaN).
 
     contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
     (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
@@ -344,8 +345,18 @@ class SemCLIPLoss(nn.Module):
             # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
             "negation": lambda: F.relu((p_text * self.project(negation)).sum(-1)).mean(),
         }
+        # a term whose embeddings are None (data without paraphrases, say) must have weight 0,
+        # and reports NaN: not measured
+        missing = {"contrastive": self.negatives_in_contrastive and negation is None,
+                   "paraphrase": paraphrase is None, "negation": negation is None}
         out = {}
         for name, compute in terms.items():
+            if missing[name]:
+                if self.weights[name] != 0:
+                    raise ValueError(f"SemCLIPLoss: the {name} term (weight {self.weights[name]}) "
+                                     f"needs embeddings that were passed as None")
+                out[name] = image.new_full((), float("nan"))
+                continue
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.weights[name] != 0):
                 out[name] = compute()
         # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)

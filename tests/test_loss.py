@@ -319,6 +319,19 @@ def test_gradients_reach_every_input(triplet):
         assert t.grad is not None and torch.isfinite(t.grad).all()
 
 
+def test_missing_embeddings_need_zero_weight(triplet):
+    image, text, _, negation, scale = triplet
+    out = SemCLIPLoss(16, **LOSS_VARIANTS["clip"])(image, text, None, None, scale)
+    assert out["paraphrase"].isnan() and out["negation"].isnan()
+    torch.testing.assert_close(out["loss"], contrastive_loss_reference(image, text, scale))
+    out = SemCLIPLoss(16, **LOSS_VARIANTS["negclip"])(image, text, None, negation, scale)
+    torch.testing.assert_close(out["loss"], contrastive_loss_reference(image, torch.cat([text, negation]), scale))
+    with pytest.raises(ValueError, match="paraphrase"):
+        SemCLIPLoss(16)(image, text, None, negation, scale)
+    with pytest.raises(ValueError, match="contrastive"):
+        SemCLIPLoss(16, **LOSS_VARIANTS["negclip"])(image, text, None, None, scale)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError):
         SemCLIPLoss(8, contrastive_weight=0, paraphrase_weight=0, negation_weight=0)
