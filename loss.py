@@ -76,11 +76,15 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
 # The price is one extra matrix product (the backward recomputes S): 4 products of N x M x D
 # instead of 3.
 
-TILE_ELEMENTS = 2**23  # default tile size: 2^23 fp32 logits = 32 MiB per tile buffer
+# Default tile size in logits: 2^23 fp32 = 32 MiB per tile buffer on CPU (at N = 16384, tiles of
+# 256 to 2048 rows timed the same within the noise of a shared 2-core machine); 2^26 = 256 MiB
+# on GPUs, which want bigger matrix products and fewer kernel launches (a guess: the CUDA path
+# is written but has not been run).
+TILE_ELEMENTS = {"cpu": 2**23, "cuda": 2**26}
 
 
-def _default_chunk(num_columns, chunk_size):
-    return chunk_size if chunk_size else max(1, TILE_ELEMENTS // num_columns)
+def _rows_per_tile(num_columns, chunk_size, device):
+    return chunk_size if chunk_size else max(1, TILE_ELEMENTS.get(device.type, 2**23) // num_columns)
 
 
 class TiledContrastiveLoss(torch.autograd.Function):
@@ -93,7 +97,10 @@ class TiledContrastiveLoss(torch.autograd.Function):
         dtype = torch.promote_types(queries.dtype, torch.float32)
         q, k, s = queries.to(dtype), keys.to(dtype), logit_scale.to(dtype)
         n, m = q.shape[0], k.shape[0]
-        chunk = min(_default_chunk(m, chunk_size), n)
+        if positive_offset + n > m:
+            raise ValueError(f"row i's positive is column {positive_offset} + i: {n} rows need at least "
+                             f"{positive_offset + n} columns, got {m}")
+        chunk = min(_rows_per_tile(m, chunk_size, q.device), n)
         q_scaled = q * s
         logits_tile = q.new_empty(chunk, m)
         exp_tile = q.new_empty(chunk, m)
@@ -170,7 +177,7 @@ def contrastive_loss(image_features, text_features, logit_scale, chunk_size=None
 
     image_features [N, D], text_features [M, D], M >= N; row i's positive is column i; columns
     N..M-1 are extra image->text negatives. Memory O((N + M) * chunk_size) instead of O(N * M);
-    chunk_size=None picks `TILE_ELEMENTS // M` rows per tile. Returns an fp32 scalar (float64 for
+    chunk_size=None picks `TILE_ELEMENTS[device] // M` rows per tile. Returns an fp32 scalar (float64 for
     float64 input) whatever the feature dtype; gradients come back in the features' dtypes.
     """
     scale = _as_tensor(logit_scale, image_features)

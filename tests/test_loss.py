@@ -133,6 +133,13 @@ def test_one_way_is_cross_entropy_with_offset_targets():
     torch.testing.assert_close(one_way_contrastive_loss(queries, keys, 4.0, positive_offset=10, chunk_size=2), expected)
 
 
+def test_fewer_columns_than_rows_is_an_error():
+    with pytest.raises(ValueError, match="columns"):
+        contrastive_loss(unit(5, 4, 0), unit(4, 4, 1), 1.0)
+    with pytest.raises(ValueError, match="columns"):
+        one_way_contrastive_loss(unit(3, 4, 0), unit(8, 4, 1), 1.0, positive_offset=6)
+
+
 # --- many processes: local rows against the gathered batch -----------------------------------
 
 
