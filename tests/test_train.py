@@ -1,0 +1,92 @@
+"""train.py: a short run end to end, checkpoints, resume, determinism, optimizer and schedule."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from loss import SemCLIPLoss
+from model import CLIP, ModelConfig, load_checkpoint
+from train import build_optimizer, learning_rate
+
+from conftest import run_cli
+
+
+def train_cli(synth_dir, out, *extra):
+    return run_cli("train.py", "--data", synth_dir / "train.jsonl", "--batch-size", "16", "--workers", "0",
+                   "--device", "cpu", "--log-every", "1", "--save-every", "2", "--out", out, *extra)
+
+
+def test_two_steps_end_to_end_write_checkpoint_args_and_metrics(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path, "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert "step 2/2" in result.stdout and "img/s" in result.stdout and "eta" in result.stdout
+    model, ckpt = load_checkpoint(tmp_path / "ckpt.pt")  # weights_only inside
+    assert ckpt["step"] == 2 and ckpt["tokenizer"] == "cl100k_base" and isinstance(model, CLIP)
+    assert json.loads((tmp_path / "args.json").read_text())["loss"] == "semclip"
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert {"loss", "contrastive", "paraphrase", "negation", "lr", "logit_scale", "images_per_s"} <= set(lines[0])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_continues_from_the_saved_step_to_the_same_weights(synth_dir, tmp_path):
+    assert train_cli(synth_dir, tmp_path / "straight", "--steps", "4").returncode == 0
+    assert train_cli(synth_dir, tmp_path / "split", "--steps", "2").returncode == 0
+    resumed = train_cli(synth_dir, tmp_path / "split", "--steps", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout and "step 3/4" in resumed.stdout
+    straight = torch.load(tmp_path / "straight/ckpt.pt", weights_only=True)
+    split = torch.load(tmp_path / "split/ckpt.pt", weights_only=True)
+    assert split["step"] == 4
+    for name, tensor in straight["model"].items():
+        torch.testing.assert_close(split["model"][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_same_seed_gives_the_same_weights_and_another_seed_does_not(synth_dir, tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert train_cli(synth_dir, tmp_path / name, "--steps", "2", "--seed", seed).returncode == 0
+    weights = {n: torch.load(tmp_path / n / "ckpt.pt", weights_only=True)["model"]["text_projection"] for n in "abc"}
+    assert torch.equal(weights["a"], weights["b"]) and not torch.equal(weights["a"], weights["c"])
+
+
+def test_resume_without_a_checkpoint_is_one_clear_line(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path / "empty", "--steps", "2", "--resume")
+    assert result.returncode == 1 and "no checkpoint to resume from" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("loss", ["clip", "negclip"])
+def test_baseline_losses_train(synth_dir, tmp_path, loss):
+    result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
+    assert result.returncode == 0, result.stderr
+
+
+def test_default_run_trains_then_prints_the_synthetic_table(synth_dir, tmp_path):
+    result = run_cli("train.py", "--synth-dir", synth_dir, "--batch-size", "16", "--steps", "1", "--workers", "0",
+                     "--device", "cpu", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "orig_over_neg" in result.stdout and "t2i_r1" in result.stdout and "zeroshot_neg" in result.stdout
+
+
+def test_help_has_examples():
+    result = run_cli("train.py", "--help")
+    assert result.returncode == 0 and "examples:" in result.stdout and "--resume" in result.stdout
+
+
+def test_no_weight_decay_on_gains_biases_and_logit_scale():
+    model = CLIP(ModelConfig.preset("tiny"))
+    args = SimpleNamespace(lr=1e-3, weight_decay=0.1)
+    decayed, plain = build_optimizer(args, model, SemCLIPLoss(model.config.embed_dim)).param_groups
+    ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
+    assert id(model.logit_scale) in ids(plain) and id(model.ln_final.weight) in ids(plain)
+    assert id(model.visual.conv1.weight) in ids(decayed) and plain["weight_decay"] == 0.0
+    assert decayed["weight_decay"] == 0.1
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
+    args = SimpleNamespace(lr=1.0, warmup=4, total_steps=14)
+    assert [learning_rate(s, args) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate(9, args) == pytest.approx(0.5)
+    assert learning_rate(14, args) == pytest.approx(0.0)
