@@ -20,7 +20,6 @@ import math
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrizations
@@ -220,7 +219,8 @@ def gather_features(features):
     """
     if _rank_and_world_size()[1] == 1:
         return features
-    return torch.cat(dist_fn.all_gather(features), dim=0)
+    from torch.distributed.nn.functional import all_gather  # differentiable, unlike dist.all_gather
+    return torch.cat(all_gather(features), dim=0)
 
 
 def distributed_contrastive_loss(image_local, text_local, logit_scale, negation_local=None, chunk_size=None):
