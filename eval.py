@@ -1,23 +1,38 @@
-"""Evaluate a checkpoint: negation, paraphrase and retrieval benchmarks.
+"""Evaluate a checkpoint: negation, paraphrase and retrieval benchmarks, read as users download them.
 
-    python eval.py --bench synth                          # the built-in synthetic test split
-    python eval.py --bench synth --ckpt out/ckpt.pt --out results.json
+    python eval.py --bench synth                                    # the built-in synthetic test split
+    python eval.py --bench cc_neg --data-root ~/ccneg --out results.json
+    python eval.py --bench sugarcrepe_pp --data-root ~/scpp --image-dir ~/coco/val2017
+    python eval.py --bench zeroshot --dataset cifar10 --data-root ~/torchvision
+    python eval.py --bench all --data-root data                     # every bench found under data/
 
 Every benchmark prints a table and, with --out, writes
 {"bench", "checkpoint", "n", "metrics": {name: fraction}}.
 """
 
 import argparse
+import csv
 import json
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
+import torchvision.datasets
+import torchvision.transforms.v2.functional as TF
 
-from data import (DEFAULT_SYNTH_DIR, DataError, TripletDataset, read_triplets, run_cli, synth_classes,
-                  tokenize)
+from data import (DEFAULT_SYNTH_DIR, DataError, TripletDataset, image_transform, one_line, read_triplets, run_cli,
+                  synth_classes, tokenize)
 from model import load_checkpoint
+
+DATA_DIR = DEFAULT_SYNTH_DIR.parent
+BENCH_FOLDERS = {"synth": "synth", "cc_neg": "cc_neg", "sugarcrepe_pp": "sugarcrepe_pp", "zeroshot": "torchvision",
+                 "negbench_mcq": "negbench"}
+
+
+class MissingData(DataError):
+    """A benchmark's data is not on disk: `--bench all` skips it, a single bench stops."""
 
 
 def default_device() -> str:
@@ -42,21 +57,44 @@ def _autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
 
 
+# ----------------------------------------------------------------------------- embeddings (one path for every bench)
+
+class ClassificationImages(torch.utils.data.Dataset):
+    """A torchvision classification set as (image, label) items, keyed like TripletDataset by (index, seed)."""
+
+    def __init__(self, dataset, image_size: int, limit=None):
+        self.dataset, self.transform = dataset, image_transform(image_size, train=False)
+        self.size = min(len(dataset), limit or len(dataset))
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, key):
+        image, label = self.dataset[key[0]]
+        return self.transform(TF.pil_to_tensor(image.convert("RGB"))), label
+
+
 @torch.inference_mode()
-def embed_images(model, records, device, batch_size=256, workers=0, log=None):
-    """Unit image embeddings [N, D] in record order, decoded in DataLoader workers."""
-    dataset = TripletDataset(records, model.config.image_size, train=False)
+def encode_images(model, dataset, device, batch_size=256, workers=0):
+    """(unit image embeddings [N, D], the items' second fields) in dataset order, decoded in DataLoader workers."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         sampler=[(i, 0) for i in range(len(records))])
-    chunks, done, start = [], 0, time.time()
-    for images, *_ in loader:
+                                         sampler=[(i, 0) for i in range(len(dataset))])
+    chunks, seconds, start, shown = [], [], time.time(), 0.0
+    for images, second, *_ in loader:
         with _autocast(device):
             chunks.append(model.encode_image(images.to(device)).float().cpu())
-        done += len(images)
-        if log:
-            rate = done / (time.time() - start)
-            log(f"images {done}/{len(records)} | {rate:.0f} img/s | eta {(len(records) - done) / rate:.0f}s")
-    return torch.cat(chunks)
+        seconds.extend(second.tolist() if torch.is_tensor(second) else second)
+        if time.time() - shown >= 5 or len(seconds) == len(dataset):  # a progress line every 5 s and at the end
+            shown, rate = time.time(), len(seconds) / (time.time() - start)
+            print(f"images {len(seconds)}/{len(dataset)} | {rate:.0f} img/s | "
+                  f"eta {(len(dataset) - len(seconds)) / rate:.0f}s", file=sys.stderr)
+    return torch.cat(chunks), seconds
+
+
+def embed_images(model, records, device, batch_size=256, workers=0):
+    """Unit image embeddings [N, D] of records {"image": Path, "where": ...}, in record order."""
+    return encode_images(model, TripletDataset(records, model.config.image_size, train=False), device,
+                         batch_size, workers)[0]
 
 
 @torch.inference_mode()
@@ -71,12 +109,23 @@ def embed_texts(model, texts, tokenizer, device, batch_size=1024):
     return torch.cat(chunks)
 
 
+def cosine(a, b):
+    """Row-wise cosine similarity of unit rows."""
+    return (a * b).sum(dim=1)
+
+
+def fraction(correct) -> float:
+    return correct.float().mean().item() if len(correct) else float("nan")
+
+
 def recall_at(similarity, query_texts, item_texts, k):
     """Fraction of queries whose top-k items include one whose caption text equals the query's."""
     top = similarity.topk(min(k, similarity.shape[1]), dim=1).indices
     return sum(any(item_texts[j] == query for j in row) for query, row in zip(query_texts, top.tolist())) \
         / len(query_texts)
 
+
+# ----------------------------------------------------------------------------- synth
 
 def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", batch_size=256, limit=None):
     """Negation, retrieval and zero-shot metrics on the synthetic world's held-out split."""
@@ -107,11 +156,193 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
     return len(records), metrics
 
 
-def format_table(rows: dict, columns) -> str:
+# ----------------------------------------------------------------------------- readers: each benchmark as released
+
+def require_file(path: Path, fix: str) -> Path:
+    if not path.is_file():
+        raise MissingData(f"{path}: file does not exist; {fix}")
+    return path
+
+
+def require_images(records, folder_flag: str):
+    """Every image on disk, else one line: how many are missing, the first one, which flag to fix."""
+    missing = [r for r in records if not r["image"].is_file()]
+    if missing:
+        raise DataError(f"{missing[0]['where']}: image {missing[0]['image']} does not exist ({len(missing)} of "
+                        f"{len(records)} images missing); put the images there or pass {folder_flag}")
+    return records
+
+
+CCNEG_FILE = "ccneg_preprocessed.pt"
+CCNEG_IMAGES = "ccneg_images/cc3m_subset_images_extracted_final"
+CCNEG_TEST_SIZE = 40_000  # CoN-CLIP: the last 40,000 samples in file order are the test split
+
+
+def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_TEST_SIZE, limit=None):
+    """CoN-CLIP's ccneg_preprocessed.pt: records of the test split, images found by file name in `image_dir`.
+    Commas are removed from negated captions, as CoN-CLIP's evaluation loader does."""
+    path = require_file(data_root / CCNEG_FILE, "download it from github.com/jaisidhsingh/CoN-CLIP "
+                                                             "(ccneg_dataset/) or pass --data-root")
+    try:  # weights_only: the file holds lists, dicts and strings; never unpickle code to read it
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- torch raises several kinds for a foreign or broken pickle
+        raise DataError(f"{path}: cannot be read with torch.load(weights_only=True) "
+                        f"({str(error).strip().splitlines()[0]}); re-download CoN-CLIP's file") from None
+    if not isinstance(data, dict) or not {"image_paths", "annotations"} <= data.keys() \
+            or len(data["image_paths"]) != len(data["annotations"]):
+        raise DataError(f"{path}: expected a dict with equally long 'image_paths' and 'annotations' lists; "
+                        "is this CoN-CLIP's ccneg_preprocessed.pt?")
+    image_dir = image_dir or data_root / CCNEG_IMAGES
+    total = len(data["annotations"])
+    records = []
+    for index in range(max(0, total - split_size), total)[:limit]:
+        where = f"{path}: sample {index}"
+        try:
+            annotation, image = data["annotations"][index], data["image_paths"][index]
+            caption, negation = annotation["json"]["caption"], annotation["sop_data"]["negative-prompt"]
+        except (KeyError, TypeError, IndexError):
+            raise DataError(f"{where}: no ['json']['caption'] or ['sop_data']['negative-prompt']; "
+                            "is this CoN-CLIP's ccneg_preprocessed.pt?") from None
+        records.append({"image": image_dir / PurePosixPath(image).name, "caption": caption.strip(),
+                        "negation": negation.replace(",", "").strip(), "where": where})
+    return require_images(records, "--image-dir")
+
+
+def read_ccneg_csv(path: Path, image_dir: Path, limit=None):
+    """The SemCLIP authors' CSV: their test split is the last 10% of a seed-42 shuffle (pandas
+    df.sample(frac=1, random_state=42) == numpy RandomState(42).permutation), 80/10/10."""
+    records = read_triplets(require_file(path, "check --ccneg-csv"), required=("negation",))
+    order = np.random.RandomState(42).permutation(len(records))
+    test = order[len(records) - int(len(records) * 0.1):]  # train, validation, test = 80%, 10%, the rest
+    test = [{**records[i], "image": image_dir / records[i]["image"].name} for i in test[:limit]]
+    return require_images(test, "--image-dir")
+
+
+SCPP_CATEGORIES = ("replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
+
+
+def read_sugarcrepe_pp(data_root: Path, image_dir: Path = None, limit=None):
+    """{category: records} from the five official JSON files; images are COCO val2017 file names."""
+    image_dir = image_dir or data_root / "images"
+    categories = {}
+    for category in SCPP_CATEGORIES:
+        path = require_file(data_root / f"{category}.json", "download the five JSON files from "
+                                                         "github.com/Sri-Harsha/scpp or pass --data-root")
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+            categories[category] = [
+                {"image": image_dir / item["filename"], "caption": item["caption"].strip(),
+                 "paraphrase": item["caption2"].strip(), "negation": item["negative_caption"].strip(),
+                 "where": f"{path}: item {number} (id {item.get('id')})"}
+                for number, item in enumerate(items[:limit])]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise DataError(f"{path}: not SugarCrepe++'s layout ({type(error).__name__}: {error}); each item "
+                            "needs filename, caption, caption2, negative_caption; re-download the file") from None
+    require_images([r for records in categories.values() for r in records], "--image-dir")
+    return categories
+
+
+ZEROSHOT_DATASETS = {  # name: (torchvision class, its test split)
+    "cifar10": (torchvision.datasets.CIFAR10, {"train": False}),
+    "cifar100": (torchvision.datasets.CIFAR100, {"train": False}),
+    "flowers102": (torchvision.datasets.Flowers102, {"split": "test"}),
+    "food101": (torchvision.datasets.Food101, {"split": "test"}),
+    "oxford_iiit_pet": (torchvision.datasets.OxfordIIITPet, {"split": "test"}),
+}
+
+
+def read_zeroshot(name: str, root: Path):
+    """A torchvision test split already on disk; eval never downloads."""
+    cls, split = ZEROSHOT_DATASETS[name]
+    try:
+        return cls(str(root), download=False, **split)
+    except RuntimeError:
+        raise MissingData(f"{root}: {name} test split not found; fetch it once with python -c \"import "
+                          f"torchvision; torchvision.datasets.{cls.__name__}('{root}', download=True, "
+                          f"{', '.join(f'{k}={v!r}' for k, v in split.items())})\" or pass --data-root") from None
+
+
+def read_negbench_mcq(path: Path, image_root: Path, limit=None):
+    """NegBench MCQ CSV: four captions per image, `correct_answer` the right one's index."""
+    with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
+              encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    records = []
+    for number, row in enumerate(rows[:limit], start=2):
+        where = f"{path}:{number}"
+        try:
+            image = Path(row["image_path"])
+            records.append({"image": image_root / (image.name if image.is_absolute() else image), "where": where,
+                            "captions": [row[f"caption_{k}"].strip() for k in range(4)],
+                            "answer": int(row["correct_answer"]), "template": row["correct_answer_template"]})
+        except (KeyError, ValueError, AttributeError):
+            raise DataError(f"{where}: needs image_path, caption_0..caption_3, an integer correct_answer and "
+                            "correct_answer_template; is this a NegBench MCQ file?") from None
+    return require_images(records, "--image-root")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def evaluate_cc_neg(model, tokenizer, records, device="cpu", batch_size=256, workers=0):
+    """Correct when cos(image, caption) > cos(image, negated caption), strict; ties reported apart."""
+    image = embed_images(model, records, device, batch_size, workers)
+    caption = cosine(image, embed_texts(model, [r["caption"] for r in records], tokenizer, device))
+    negation = cosine(image, embed_texts(model, [r["negation"] for r in records], tokenizer, device))
+    return len(records), {"orig_over_neg": fraction(caption > negation), "ties": fraction(caption == negation)}
+
+
+def evaluate_sugarcrepe_pp(model, tokenizer, categories, device="cpu", batch_size=256, workers=0):
+    """Per category, strict >: ITT (image prefers both paraphrases to the negative), TOT (text only), Img-P1/P2."""
+    records = [r for category in categories.values() for r in category]
+    unique = list({r["image"]: r for r in records}.values())  # the categories share COCO images: embed each once
+    row_of = {r["image"]: row for row, r in enumerate(unique)}
+    image = embed_images(model, unique, device, batch_size, workers)[[row_of[r["image"]] for r in records]]
+    p1, p2, negative = (embed_texts(model, [r[key] for r in records], tokenizer, device)
+                        for key in ("caption", "paraphrase", "negation"))
+    img_p1, img_p2 = cosine(image, p1) > cosine(image, negative), cosine(image, p2) > cosine(image, negative)
+    tot = (cosine(p1, p2) > cosine(p1, negative)) & (cosine(p1, p2) > cosine(p2, negative))
+    scores = {"itt": img_p1 & img_p2, "tot": tot, "img_p1": img_p1, "img_p2": img_p2}
+    metrics, start = {}, 0
+    for category, items in categories.items():
+        rows = slice(start, start + len(items))
+        metrics.update({f"{category}/{name}": fraction(score[rows]) for name, score in scores.items()})
+        start += len(items)
+    for name in scores:  # the mean over categories, as the authors tabulate them
+        metrics[f"mean/{name}"] = sum(metrics[f"{c}/{name}"] for c in categories) / len(categories)
+    return len(records), metrics
+
+
+def evaluate_zeroshot(model, tokenizer, dataset, device="cpu", batch_size=256, workers=0, limit=None):
+    """Argmax over classes with "this is a photo of a {c}" and with "this is not a photo of a {c}"
+    (the SemCLIP authors' prompts and raw torchvision class names); delta = orig_acc - neg_acc."""
+    image, labels = encode_images(model, ClassificationImages(dataset, model.config.image_size, limit), device,
+                                  batch_size, workers)
+    labels, metrics = torch.tensor(labels), {}
+    for name, template in (("orig_acc", "this is a photo of a {}"), ("neg_acc", "this is not a photo of a {}")):
+        prompts = embed_texts(model, [template.format(c) for c in dataset.classes], tokenizer, device)
+        metrics[name] = fraction((image @ prompts.T).argmax(dim=1) == labels)
+    return len(labels), {**metrics, "delta": metrics["orig_acc"] - metrics["neg_acc"]}
+
+
+def evaluate_negbench_mcq(model, tokenizer, records, device="cpu", batch_size=256, workers=0):
+    """4-way multiple choice: the caption closest to the image is the answer; accuracy per answer template too."""
+    image = embed_images(model, records, device, batch_size, workers)
+    captions = embed_texts(model, [c for r in records for c in r["captions"]], tokenizer, device)
+    chosen = torch.einsum("nd,nkd->nk", image, captions.view(len(records), 4, -1)).argmax(dim=1)
+    correct = chosen == torch.tensor([r["answer"] for r in records])
+    metrics = {"accuracy": fraction(correct)}
+    for template in sorted({r["template"] for r in records}):
+        metrics[f"{template}/accuracy"] = fraction(correct[[r["template"] == template for r in records]])
+    return len(records), metrics
+
+
+# ----------------------------------------------------------------------------- reports and command line
+
+def format_table(rows: dict, columns, corner="model") -> str:
     """Rows {label: {metric: value}} as an aligned text table."""
-    label_width = max(len("model"), *(len(label) for label in rows))
+    label_width = max(len(corner), *(len(label) for label in rows))
     widths = [max(len(c), 6) for c in columns]
-    lines = ["  ".join([f"{'model':<{label_width}}"] + [f"{c:>{w}}" for c, w in zip(columns, widths)])]
+    lines = ["  ".join([f"{corner:<{label_width}}"] + [f"{c:>{w}}" for c, w in zip(columns, widths)])]
     for label, metrics in rows.items():
         cells = [f"{metrics[c]:>{w}.3f}" if isinstance(metrics.get(c), float) else f"{str(metrics.get(c, '')):>{w}}"
                  for c, w in zip(columns, widths)]
@@ -119,36 +350,110 @@ def format_table(rows: dict, columns) -> str:
     return "\n".join(lines)
 
 
-def write_results(path, bench, checkpoint, n, metrics):
+def print_report(name, label, n, metrics):
+    """One table per bench; metrics named "row/column" (SugarCrepe++ categories, NegBench templates) get rows."""
+    rows = {}
+    for metric, value in metrics.items():
+        row, _, column = metric.rpartition("/")
+        rows.setdefault(row or label, {})[column] = value
+    print(f"{name}: {n} items")
+    print(format_table(rows, list(dict.fromkeys(c for row in rows.values() for c in row)),
+                       corner="model" if list(rows) == [label] else "") + "\n")
+
+
+def write_results(path, bench, checkpoint, n, metrics, **extra):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"bench": bench, "checkpoint": str(checkpoint), "n": n, "metrics": metrics},
+    path.write_text(json.dumps({"bench": bench, "checkpoint": str(checkpoint), "n": n, "metrics": metrics, **extra},
                                indent=2) + "\n")
 
 
-def main():
+NEGBENCH_CSV = "COCO_val_mcq_llama3.1_rephrased.csv"
+
+
+def run_bench(bench, dataset, root, args, model, tokenizer):
+    """(n, metrics) of one benchmark, its data under `root` unless a flag names a file."""
+    common = (args.device, args.batch_size, args.workers)
+    if bench == "synth":
+        require_file(root / "test.jsonl", "write it with `python data.py synth --out DIR` or pass --data-root")
+        return evaluate_synth(model, tokenizer, root, args.device, args.batch_size, args.limit)
+    if bench == "cc_neg":
+        records = (read_ccneg_csv(args.ccneg_csv, args.image_dir or root / CCNEG_IMAGES, args.limit) if args.ccneg_csv
+                   else read_ccneg(root, args.image_dir, args.split_size, args.limit))
+        return evaluate_cc_neg(model, tokenizer, records, *common)
+    if bench == "sugarcrepe_pp":
+        return evaluate_sugarcrepe_pp(model, tokenizer, read_sugarcrepe_pp(root, args.image_dir, args.limit), *common)
+    if bench == "zeroshot":
+        return evaluate_zeroshot(model, tokenizer, read_zeroshot(dataset, root), *common, limit=args.limit)
+    path = args.csv or root / NEGBENCH_CSV
+    return evaluate_negbench_mcq(model, tokenizer, read_negbench_mcq(path, args.image_root or path.parent, args.limit),
+                                 *common)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description="Evaluate a SemCLIP/CLIP checkpoint.",
+        description="Evaluate a SemCLIP/CLIP checkpoint on negation and paraphrase benchmarks.",
         epilog="examples:\n"
-               "  python eval.py --bench synth\n"
-               "  python eval.py --bench synth --ckpt out/ckpt.pt --data-root data/synth --out results.json",
+               "  python eval.py --bench synth --ckpt out/ckpt.pt --out results.json\n"
+               "  python eval.py --bench cc_neg --data-root ~/ccneg --workers 2     # ccneg_preprocessed.pt + ccneg_images/\n"
+               "  python eval.py --bench cc_neg --ccneg-csv ccneg_paraphrased.csv --image-dir ~/ccneg/images\n"
+               "  python eval.py --bench sugarcrepe_pp --data-root ~/scpp --image-dir ~/coco/val2017\n"
+               "  python eval.py --bench zeroshot --dataset cifar100 --data-root ~/torchvision\n"
+               "  python eval.py --bench negbench_mcq --csv COCO_val_mcq_llama3.1_rephrased.csv --image-root ~/coco\n"
+               "  python eval.py --bench all --data-root data --out results.json  # data/{" + ",".join(
+                   dict.fromkeys(BENCH_FOLDERS.values())) + "}; writes results.<bench>.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bench", choices=["synth"], default="synth", help="benchmark (default: %(default)s)")
+    parser.add_argument("--bench", choices=[*BENCH_FOLDERS, "all"], default="synth",
+                        help="benchmark; all: every one whose data is found (default: %(default)s)")
     parser.add_argument("--ckpt", type=Path, default=Path("out/ckpt.pt"), help="checkpoint (default: %(default)s)")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_SYNTH_DIR,
-                        help="benchmark data folder (default for synth: %(default)s)")
+    parser.add_argument("--data-root", type=Path, help="the bench's data folder (default: data/<bench folder>); "
+                        "with --bench all, the folder holding one sub-folder per bench (default: data)")
+    parser.add_argument("--image-dir", type=Path, help="cc_neg / sugarcrepe_pp images, if not in the default place")
+    parser.add_argument("--ccneg-csv", type=Path, help="cc_neg from the SemCLIP authors' CSV instead of the .pt")
+    parser.add_argument("--dataset", choices=list(ZEROSHOT_DATASETS), default="cifar10",
+                        help="zeroshot: torchvision data set, already on disk (default: %(default)s)")
+    parser.add_argument("--csv", type=Path, help=f"negbench_mcq: the MCQ CSV (default: <data-root>/{NEGBENCH_CSV})")
+    parser.add_argument("--image-root", type=Path, help="negbench_mcq: folder of the CSV's image paths")
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1 (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items (a quick look)")
-    args = parser.parse_args()
+    parser.add_argument("--split-size", type=int, default=CCNEG_TEST_SIZE,
+                        help="for tests only: cc_neg takes this many samples from the end of the .pt "
+                             "(CoN-CLIP's test split: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.bench == "all" and args.image_dir:
+        parser.error("--image-dir names one bench's images; use it with a single --bench")
+    return args
+
+
+def main():
+    args = parse_args()
     model, tokenizer = load_model(args.ckpt, args.device)
-    n, metrics = evaluate_synth(model, tokenizer, args.data_root, args.device, args.batch_size, args.limit)
-    print(f"{args.bench}: {n} items, checkpoint {args.ckpt}")
-    print(format_table({args.ckpt.parent.name or str(args.ckpt): metrics}, list(metrics)))
-    if args.out:
-        write_results(args.out, args.bench, args.ckpt, n, metrics)
-        print(f"wrote {args.out}", file=sys.stderr)
+    label = args.ckpt.parent.name or str(args.ckpt)
+    every = args.bench == "all"
+    jobs = [(bench, dataset) for bench in (BENCH_FOLDERS if every else [args.bench])
+            for dataset in (ZEROSHOT_DATASETS if every and bench == "zeroshot" else [args.dataset])]
+    skipped = []
+    for bench, dataset in jobs:
+        name = f"zeroshot/{dataset}" if bench == "zeroshot" else bench
+        root = (args.data_root or DATA_DIR) / BENCH_FOLDERS[bench] if every \
+            else args.data_root or DATA_DIR / BENCH_FOLDERS[bench]
+        try:
+            n, metrics = run_bench(bench, dataset, root, args, model, tokenizer)
+        except MissingData as error:
+            if not every:
+                raise
+            skipped.append(f"{name} ({one_line(error)})")
+            continue
+        print_report(name, label, n, metrics)
+        if args.out:
+            out = args.out.with_name(f"{args.out.stem}.{name.replace('/', '.')}{args.out.suffix}") if every else args.out
+            write_results(out, bench, args.ckpt, n, metrics, **({"dataset": dataset} if bench == "zeroshot" else {}))
+            print(f"wrote {out}", file=sys.stderr)
+    for line in skipped:
+        print(f"skipped {line}")
 
 
 if __name__ == "__main__":
