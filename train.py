@@ -1,28 +1,40 @@
-"""Train CLIP / SemCLIP on (caption, paraphrase, negation) triplets.
+"""Train CLIP / SemCLIP on (caption, paraphrase, negation) triplets, on one process or many.
 
     python train.py                                   # built-in synthetic world: train, evaluate, table
     python train.py --loss clip --out out/clip        # the plain-CLIP baseline on the same data
     python train.py --data triplets.jsonl --model small --steps 20000 --batch-size 256
+    torchrun --nproc_per_node=8 train.py --data triplets.jsonl --model B-32 --precision bf16
 
-Writes OUT/ckpt.pt (latest, atomic), OUT/args.json and OUT/metrics.jsonl.
+Reads top to bottom: command line, the pieces of a step (encode, train_step, gradient
+averaging), checkpoints, then the loop. Writes OUT/ckpt.pt (latest, atomic), OUT/ckpt_step{N}.pt
+(the last --keep), OUT/args.json and OUT/metrics.jsonl.
+
+Many processes (torchrun): --batch-size is the GLOBAL batch. Every process takes its contiguous
+block of each global batch, and the loss (loss.py) gathers the features of all processes with
+gradient and computes this process's rows against all columns, so W processes train exactly
+like one process on the whole batch. Gradients are averaged with one all-reduce per step.
 """
 
 import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
 from data import (DEFAULT_SYNTH_DIR, DataError, EpochBatches, TripletDataset, make_collate, read_triplets,
                   run_cli, write_synth)
 from eval import default_device, evaluate_synth, format_table
 from loss import LOSS_VARIANTS, SemCLIPLoss
-from model import CLIP, ModelConfig
+from model import CLIP, ModelConfig, load_checkpoint
 
 # The data keys each --loss trains on (the variants themselves are loss.LOSS_VARIANTS).
 REQUIRED_KEYS = {"semclip": ("paraphrase", "negation"), "siglip": ("paraphrase", "negation"),
@@ -32,21 +44,30 @@ REQUIRED_KEYS = {"semclip": ("paraphrase", "negation"), "siglip": ("paraphrase",
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Train CLIP / SemCLIP. With no --data, trains on the built-in synthetic negation world "
-                    "(written on first use), then evaluates on its test split and prints a table.",
+                    "(written on first use), then evaluates on its test split and prints a table. "
+                    "Under torchrun, the same flags; --batch-size is the global batch.",
         epilog="examples:\n"
                "  python train.py\n"
                "  python train.py --loss clip --out out/clip\n"
                "  python train.py --data triplets.jsonl --model small --steps 20000 --out out/run1\n"
-               "  python train.py --out out/run1 --resume",
+               "  python train.py --out out/run1 --resume\n"
+               "  python train.py --data triplets.jsonl --init ViT-B-32.pt --freeze-vision --lr 1e-5\n"
+               "  torchrun --standalone --nproc_per_node=2 train.py --device cpu --out out/ddp\n"
+               "  torchrun --nproc_per_node=8 train.py --data t.jsonl --model B-32 --batch-size 4096 \\\n"
+               "      --precision bf16 --accum-steps 4 --out out/b32",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, help="triplets .jsonl or the SemCLIP authors' .csv "
                                                 "(default: the synthetic world in data/synth)")
     data.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                       help="where the synthetic world lives when no --data is given (default: %(default)s)")
-    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: %(default)s)")
+    data.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
     model = parser.add_argument_group("model and loss")
     model.add_argument("--model", default="tiny", help="preset: tiny, small, B-32 (default: %(default)s)")
+    model.add_argument("--init", "--init-from", type=Path, metavar="PATH",
+                       help="start from these weights (our checkpoint, or published OpenAI / open_clip weights): "
+                            "their config and tokenizer, --model ignored, fresh optimizer at step 0")
+    model.add_argument("--freeze-vision", action="store_true", help="train the text tower only (the authors' default)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
                        help="semclip (paper), clip (contrastive only), negclip (negations as hard "
                             "negatives), siglip (semclip with SigLIP's sigmoid contrastive term)")
@@ -57,31 +78,54 @@ def parse_args(argv=None):
     model.add_argument("--learnable-projections", action="store_true", help="learn the basis (default: fixed)")
     model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    optim.add_argument("--batch-size", type=int, default=128, help="global batch, all processes and "
+                                                                     "micro-batches together (default: %(default)s)")
+    optim.add_argument("--accum-steps", type=int, default=1,
+                       help="split each process's batch into this many micro-batches, with the loss still over "
+                            "the whole batch (gradient caching): same result, less memory (default: %(default)s)")
     optim.add_argument("--steps", type=int, default=400, help="optimizer steps (default: %(default)s)")
     optim.add_argument("--epochs", type=float, help="train for this many epochs instead of --steps")
     optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
     optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW, matrices only (default: %(default)s)")
     optim.add_argument("--warmup", type=int, default=40, help="linear warm-up steps (default: %(default)s)")
     optim.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0 = off (default: %(default)s)")
+    optim.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="bf16: encoders under autocast, loss in fp32 (default: %(default)s)")
+    optim.add_argument("--compile", action="store_true", help="torch.compile the model")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    run.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1 (default: %(default)s)")
+    run.add_argument("--device", default=default_device(),
+                     help="cpu, cuda, cuda:1; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
     run.add_argument("--out", type=Path, default=Path("out"), help="run folder (default: %(default)s)")
-    run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt, exactly")
     run.add_argument("--log-every", type=int, default=20, help="progress line every N steps (default: %(default)s)")
     run.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default: %(default)s)")
+    run.add_argument("--keep", type=int, default=3, help="keep the last N OUT/ckpt_step*.pt (default: %(default)s)")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "steps", "log_every", "save_every", "num_projections"):
+    for name in ("batch_size", "accum_steps", "steps", "log_every", "save_every", "keep", "num_projections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers < 0 or args.warmup < 0:
         parser.error("--workers and --warmup must be >= 0")
+    if args.init is not None and not args.init.is_file():
+        parser.error(f"--init {args.init}: no such file")
     try:
         ModelConfig.preset(args.model)
     except ValueError as error:
         parser.error(str(error))
     return args
+
+
+def setup_distributed(args):
+    """(rank, world size, device). Under torchrun: one process group, NCCL on CUDA, gloo on CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, torch.device(args.device)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
@@ -92,9 +136,14 @@ def build_loss(args, embed_dim: int) -> SemCLIPLoss:
                        normalize_projections=not args.no_normalize_projections, seed=args.seed, **settings)
 
 
+def trainable_parameters(model, loss_fn):
+    """The model's and the loss's (learnable basis, SigLIP bias) parameters that train."""
+    return [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+
+
 def build_optimizer(args, model, loss_fn):
     """AdamW; no weight decay on gains, biases, embeddings-as-vectors and logit_scale (ndim < 2)."""
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    params = trainable_parameters(model, loss_fn)
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -108,8 +157,64 @@ def learning_rate(step: int, args) -> float:
     return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def save_checkpoint(path: Path, model, loss_fn, optimizer, step, args, tokenizer):
-    """Write to a temporary file, then rename: a crash never leaves half a checkpoint."""
+def encode(forward, images, captions, paraphrases, negations, autocast):
+    """[image, caption, paraphrase, negation] embeddings in fp32 (None for texts not given).
+
+    All texts go through the text tower in one pass: one matmul chain instead of three.
+    """
+    texts = [t for t in (captions, paraphrases, negations) if t is not None]
+    width = max(t.shape[1] for t in texts)
+    with autocast:
+        image, text, _ = forward(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+    text = iter(text.float().split(len(captions)))
+    return [image.float()] + [None if t is None else next(text) for t in (captions, paraphrases, negations)]
+
+
+def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext()):
+    """Forward and backward of this process's share of one global batch; returns the loss terms.
+
+    batch = (images, captions, paraphrases or None, negations or None). With accum_steps K > 1,
+    gradient caching (GradCache, Gao et al. 2021; open_clip's --accum-freq): plain gradient
+    accumulation would give each micro-batch only its own b - 1 negatives, a different and
+    weaker loss. Instead: (1) embed all K micro-batches without a graph, (2) compute the loss
+    over the whole batch on those cached embeddings and backpropagate it to them (and to the
+    logit scale and the loss's own parameters, once), (3) re-embed each micro-batch with a graph
+    and backpropagate its slice of the cached embedding gradients. Same loss and gradients as
+    one batch of K x b; activation memory of one micro-batch; one extra forward pass.
+    """
+    if accum_steps == 1:
+        terms = loss_fn(*encode(forward, *batch, autocast), logit_scale.exp())
+        terms["loss"].backward()
+        return terms
+    micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
+    with torch.no_grad():
+        cached = [encode(forward, *micro, autocast) for micro in micro_batches]
+    features = [None if parts[0] is None else torch.cat(parts).requires_grad_() for parts in zip(*cached)]
+    terms = loss_fn(*features, logit_scale.exp())
+    terms["loss"].backward()
+    for k, micro in enumerate(micro_batches):
+        pairs = [(embedding, cache.grad.chunk(accum_steps)[k])
+                 for embedding, cache in zip(encode(forward, *micro, autocast), features)
+                 if embedding is not None and embedding.requires_grad and cache.grad is not None]
+        torch.autograd.backward(*zip(*pairs))
+    return {name: value.detach() for name, value in terms.items()}
+
+
+def average_gradients(params, world_size: int):
+    """What DDP does after backward, in one all-reduce: every process ends with the mean gradient
+    (the gradient of the global-batch loss, since the loss is each process's share)."""
+    if world_size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads]).div_(world_size)
+    dist.all_reduce(flat)
+    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(average.view_as(grad))
+
+
+def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer):
+    """OUT/ckpt_step{N}.pt, then OUT/ckpt.pt pointing at it, each appearing by an atomic rename
+    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted."""
     state = {
         "model_config": asdict(model.config), "tokenizer": tokenizer, "model": model.state_dict(),
         "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -117,109 +222,161 @@ def save_checkpoint(path: Path, model, loss_fn, optimizer, step, args, tokenizer
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
-    temporary = path.with_name(path.name + ".tmp")
+    path, temporary = out / f"ckpt_step{step}.pt", out / "ckpt.pt.tmp"
     torch.save(state, temporary)
     os.replace(temporary, path)
+    try:
+        os.link(path, temporary)  # no second copy on disk
+    except OSError:
+        shutil.copyfile(path, temporary)
+    os.replace(temporary, out / "ckpt.pt")
+    for old in sorted(out.glob("ckpt_step*.pt"), key=lambda p: int(p.stem.removeprefix("ckpt_step")))[:-keep]:
+        old.unlink()
 
 
-def resolve_data(args):
-    """The training file, writing the synthetic world first when no --data is given."""
+def resolve_data(args, rank: int):
+    """The training file, writing the synthetic world first (rank 0, once) when no --data is given."""
     if args.data is not None:
         return args.data
-    if not (args.synth_dir / "train.jsonl").is_file() or not (args.synth_dir / "test.jsonl").is_file():
+    if rank == 0 and not ((args.synth_dir / "train.jsonl").is_file() and (args.synth_dir / "test.jsonl").is_file()):
         print(f"writing the synthetic negation world to {args.synth_dir} (once)")
         write_synth(args.synth_dir)
+    if dist.is_initialized():
+        dist.barrier()
     return args.synth_dir / "train.jsonl"
 
 
+def build_model(args, device):
+    """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume, from
+    --init, else a fresh --model preset."""
+    ckpt_path = args.out / "ckpt.pt"
+    if args.resume and not ckpt_path.is_file():
+        raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
+    source = ckpt_path if args.resume else args.init
+    if source is None:
+        return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
+    model, ckpt = load_checkpoint(source)
+    return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
+
+
+class RankShard(torch.utils.data.Sampler):
+    """This process's contiguous block of every global batch: rank r of W takes rows r*b..(r+1)*b-1,
+    the order in which loss.gather_features concatenates features (positives at r*b + i)."""
+
+    def __init__(self, batches: EpochBatches, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self):
+        for batch in self.batches:
+            block = len(batch) // self.world_size
+            yield batch[self.rank * block:(self.rank + 1) * block]
+
+
 def train(args):
-    """Train per `args`; returns (model, tokenizer name). Rank-free, single process."""
+    """Train per `args`; returns (model, tokenizer name), or (None, None) on ranks other than 0."""
+    rank, world_size, device = setup_distributed(args)
+    if args.batch_size % (world_size * args.accum_steps):
+        raise DataError(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
+                        f"--accum-steps {args.accum_steps}; pick a multiple")
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    config = ModelConfig.preset(args.model)
-    tokenizer = "cl100k_base"
-    records = read_triplets(resolve_data(args), required=REQUIRED_KEYS[args.loss])
+    model, tokenizer, ckpt = build_model(args, device)
+    config = model.config
+    records = read_triplets(resolve_data(args, rank), required=REQUIRED_KEYS[args.loss])
     dataset = TripletDataset(records, config.image_size, train=True)
     steps_per_epoch = len(dataset) // args.batch_size
     args.total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
 
-    model = CLIP(config).to(device)
+    if args.freeze_vision:
+        model.visual.requires_grad_(False)
     loss_fn = build_loss(args, config.embed_dim).to(device)
     optimizer = build_optimizer(args, model, loss_fn)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, start_step = args.out / "ckpt.pt", 0
-    if args.resume:
-        if not ckpt_path.is_file():
-            raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
+    start_step = 0
+    if ckpt is not None:
         loss_fn.load_state_dict(ckpt["loss"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         start_step = ckpt["step"]
-        print(f"resumed from {ckpt_path} at step {start_step}")
-    (args.out / "args.json").write_text(json.dumps(
-        {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2) + "\n")
+    if world_size > 1:  # every process starts from rank 0's weights (same seed gives the same, but be sure)
+        for tensor in list(model.state_dict().values()) + list(loss_fn.state_dict().values()):
+            dist.broadcast(tensor, 0)
+    is_main = rank == 0
+    if is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            print(f"resumed from {args.out / 'ckpt.pt'} at step {start_step}")
+        (args.out / "args.json").write_text(json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2) + "\n")
 
+    batches = EpochBatches(len(dataset), args.batch_size, args.seed, start_step)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=EpochBatches(len(dataset), args.batch_size, args.seed, start_step),
-        num_workers=args.workers, collate_fn=make_collate(config.context_length, tokenizer),
+        dataset, batch_sampler=RankShard(batches, rank, world_size), num_workers=args.workers,
+        collate_fn=make_collate(config.context_length, tokenizer),
         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     # The loss logs every term, weighted or not; texts the data does not have are not encoded.
-    needs_paraphrase = all("paraphrase" in r for r in records)
-    needs_negation = all("negation" in r for r in records)
-    print(f"training {args.model} with --loss {args.loss} on {len(dataset)} triplets "
-          f"({steps_per_epoch} steps/epoch) for {args.total_steps} steps on {device}")
-    log = (args.out / "metrics.jsonl").open("a")
+    has_paraphrase = all("paraphrase" in r for r in records)
+    has_negation = all("negation" in r for r in records)
+    forward = torch.compile(model) if args.compile else model
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
+    params = trainable_parameters(model, loss_fn)
+    if is_main:
+        print(f"training {'--init ' + str(args.init) if args.init else args.model} with --loss {args.loss} on "
+              f"{len(dataset)} triplets ({steps_per_epoch} steps/epoch) for {args.total_steps} steps on "
+              f"{world_size} x {device}, {args.precision}, batch {args.batch_size} "
+              f"({args.batch_size // world_size // args.accum_steps} per micro-batch)")
+        log = (args.out / "metrics.jsonl").open("a")
     model.train()
     batches, last_time, last_step, begin = iter(loader), time.time(), start_step, time.time()
     for step in range(start_step, args.total_steps):
         images, captions, paraphrases, negations = (t.to(device, non_blocking=True) for t in next(batches))
+        batch = (images, captions, paraphrases if has_paraphrase else None, negations if has_negation else None)
+        lr = learning_rate(step, args)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args)
-        # Encode all texts of the batch in one pass: one matmul chain instead of three.
-        texts = [captions] + [paraphrases] * needs_paraphrase + [negations] * needs_negation
-        width = max(t.shape[1] for t in texts)
-        text_features = model.encode_text(torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]))
-                                                     for t in texts]))
-        text, *rest = text_features.split(len(captions))
-        paraphrase = rest.pop(0) if needs_paraphrase else None
-        negation = rest.pop(0) if needs_negation else None
-        terms = loss_fn(model.encode_image(images), text, paraphrase, negation, model.logit_scale.exp())
-        if not torch.isfinite(terms["loss"]):
-            raise DataError(f"step {step + 1}: loss is {terms['loss'].item()}; lower --lr or check the data "
-                            f"(last good checkpoint: {ckpt_path})")
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast)
+        # the global-batch loss terms, the same on every process (so all of them stop together)
+        values = torch.stack([terms[k].detach().float() for k in ("loss", "contrastive", "paraphrase", "negation")])
+        if world_size > 1:
+            dist.all_reduce(values.div_(world_size))
+        if not torch.isfinite(values[0]):
+            raise DataError(f"step {step + 1}: loss is {values[0].item()}; stopped before updating the weights. "
+                            f"Lower --lr or check the data; the last good checkpoint is {args.out / 'ckpt.pt'}")
+        average_gradients(params, world_size)
         if args.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
         done = step + 1
-        if done % args.log_every == 0 or done == args.total_steps:
+        if is_main and (done % args.log_every == 0 or done == args.total_steps):
             now = time.time()
             rate = (done - last_step) * args.batch_size / (now - last_time)
             eta = (args.total_steps - done) * args.batch_size / rate
-            values = {k: round(v.item(), 5) for k, v in terms.items()}
-            print(f"step {done}/{args.total_steps} | loss {values['loss']:.4f} (clip {values['contrastive']:.4f} "
-                  f"para {values['paraphrase']:.4f} neg {values['negation']:.4f}) | lr {learning_rate(step, args):.2e} "
-                  f"| scale {model.logit_scale.exp().item():.1f} | {rate:.0f} img/s | eta {eta:.0f}s", flush=True)
-            log.write(json.dumps({"step": done, **values, "lr": learning_rate(step, args),
-                                  "logit_scale": model.logit_scale.exp().item(), "images_per_s": rate}) + "\n")
+            loss, clip, para, neg = (round(v, 5) for v in values.tolist())
+            scale = model.logit_scale.exp().item()
+            print(f"step {done}/{args.total_steps} | loss {loss:.4f} (clip {clip:.4f} para {para:.4f} neg {neg:.4f}) "
+                  f"| lr {lr:.2e} | scale {scale:.1f} | {rate:.0f} img/s | eta {eta:.0f}s", flush=True)
+            log.write(json.dumps({"step": done, "loss": loss, "contrastive": clip, "paraphrase": para,
+                                  "negation": neg, "lr": lr, "logit_scale": scale, "images_per_s": rate}) + "\n")
             log.flush()
             last_time, last_step = now, done
-        if done % args.save_every == 0 or done == args.total_steps:
-            save_checkpoint(ckpt_path, model, loss_fn, optimizer, done, args, tokenizer)
+        if is_main and (done % args.save_every == 0 or done == args.total_steps):
+            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, tokenizer)
+    if world_size > 1:
+        dist.destroy_process_group()
+    if not is_main:
+        return None, None
     log.close()
-    print(f"trained in {time.time() - begin:.0f}s; checkpoint {ckpt_path}")
+    print(f"trained in {time.time() - begin:.0f}s; checkpoint {args.out / 'ckpt.pt'}")
     return model.eval(), tokenizer
 
 
 def main():
     args = parse_args()
     model, tokenizer = train(args)
-    if args.data is None:
+    if model is not None and args.data is None:
         n, metrics = evaluate_synth(model, tokenizer, args.synth_dir, args.device)
         print(f"\nsynthetic test split ({n} items), --loss {args.loss}:")
         print(format_table({args.loss: metrics}, list(metrics)))
