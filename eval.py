@@ -115,7 +115,8 @@ def cosine(a, b):
 
 
 def fraction(correct) -> float:
-    return correct.float().mean().item() if len(correct) else float("nan")
+    """count / total, exactly as a hand count gives it (a float32 mean is off in the 8th digit)."""
+    return int(correct.sum()) / len(correct) if len(correct) else float("nan")
 
 
 def recall_at(similarity, query_texts, item_texts, k):
@@ -272,9 +273,10 @@ def read_negbench_mcq(path: Path, image_root: Path, limit=None):
         where = f"{path}:{number}"
         try:
             image = Path(row["image_path"])
+            captions, answer = [row[f"caption_{k}"].strip() for k in range(4)], int(row["correct_answer"])
             records.append({"image": image_root / (image.name if image.is_absolute() else image), "where": where,
-                            "captions": [row[f"caption_{k}"].strip() for k in range(4)],
-                            "answer": int(row["correct_answer"]), "template": row["correct_answer_template"]})
+                            "captions": captions, "answer": answer, "caption": captions[answer],
+                            "template": row["correct_answer_template"]})
         except (KeyError, ValueError, AttributeError):
             raise DataError(f"{where}: needs image_path, caption_0..caption_3, an integer correct_answer and "
                             "correct_answer_template; is this a NegBench MCQ file?") from None

@@ -24,3 +24,16 @@ def run_cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A randomly initialised `tiny` model saved as train.py saves it (eval metrics hold for any weights)."""
+    import torch
+    from dataclasses import asdict
+    from model import CLIP, ModelConfig
+    torch.manual_seed(0)
+    config = ModelConfig.preset("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    torch.save({"model_config": asdict(config), "tokenizer": "cl100k_base", "model": CLIP(config).state_dict()}, path)
+    return path

@@ -41,3 +41,266 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run_cli("eval.py", "--bench", "synth", "--ckpt", tmp_path / "none.pt")
     assert result.returncode == 1 and "checkpoint does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- the released benchmarks
+# A planted model: an image's embedding is looked up by its solid colour (which encodes an id), a
+# text's by its words, so every metric can be checked against a count by hand.
+
+import csv
+import dataclasses
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision
+
+import eval as evaluation
+from data import CLIP_MEAN, CLIP_STD, get_tokenizer
+from model import ModelConfig
+
+SCPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "sugarcrepe_pp"
+
+
+def random_vector(key: str, dim=8):
+    return torch.nn.functional.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(zlib.crc32(key.encode()))), dim=0)
+
+
+def basis(i, dim=8):
+    return torch.eye(dim)[i]
+
+
+class PlantedModel(torch.nn.Module):
+    def __init__(self, images=None, texts=None):
+        super().__init__()
+        self.config = dataclasses.replace(ModelConfig.preset("tiny"), context_length=77)
+        self.images, self.texts = images or {}, texts or {}
+        self.seen_texts = []
+
+    def encode_image(self, images):
+        pixels = (images[:, :, 16, 16] * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)) * 255
+        ids = (pixels / 16).round().long()
+        ids = ids[:, 0] + 16 * ids[:, 1] + 256 * ids[:, 2]
+        return torch.stack([self.images.get(int(i), random_vector(f"image {int(i)}")) for i in ids])
+
+    def encode_text(self, tokens):
+        encoding = get_tokenizer()
+        texts = [encoding.decode(row[: row.index(encoding.eot_token)]) for row in tokens.tolist()]
+        self.seen_texts += texts
+        return torch.stack([self.texts.get(text, random_vector(text)) for text in texts])
+
+
+def id_colour(i):
+    return (16 * (i % 16), 16 * (i // 16 % 16), 16 * (i // 256))
+
+
+def write_image(path, i, size=(40, 48)):
+    """A solid image whose colour encodes id `i` (JPEG or PNG by suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = torch.tensor(id_colour(i), dtype=torch.uint8).view(3, 1, 1).expand(3, *size).contiguous()
+    if path.suffix == ".jpg":
+        torchvision.io.write_jpeg(image, str(path), quality=95)
+    else:
+        torchvision.io.write_png(image, str(path))
+
+
+def write_ccneg(root, samples, decoys=0, images=True):
+    """CoN-CLIP's layout: ccneg_preprocessed.pt with the authors' absolute paths, images by file name."""
+    paths, annotations = [], []
+    for i, (caption, negation) in enumerate([("decoy", "no decoy")] * decoys + samples):
+        name = f"{i:09d}.jpg"
+        paths.append(f"/workspace/datasets/cc3m/{name}")
+        annotations.append({"json": {"caption": caption, "key": name}, "sop_data": {"negative-prompt": negation}})
+        if images and i >= decoys:
+            write_image(root / evaluation.CCNEG_IMAGES / name, i)
+    torch.save({"image_paths": paths, "annotations": annotations}, root / evaluation.CCNEG_FILE)
+    return root
+
+
+def test_cc_neg_counts_strict_wins_and_ties_by_hand(tmp_path):
+    samples = [("a dog on grass", "a dog, not on grass"),          # image = caption: a win
+               ("a red car", "a red car, "),                        # negation minus commas = caption: a tie
+               ("a cat", "no cat"),                                 # image = negation: a loss
+               ("two birds", "two birds, without a nest")]          # image = caption: a win
+    root = write_ccneg(tmp_path, samples, decoys=2)
+    texts = {"a dog on grass": basis(0), "a dog not on grass": basis(1), "a red car": basis(2),
+             "a cat": basis(3), "no cat": basis(4), "two birds": basis(5), "two birds without a nest": basis(6)}
+    images = {2: basis(0), 3: basis(2), 4: basis(4), 5: basis(5)}
+    records = evaluation.read_ccneg(root, split_size=4)
+    assert [r["negation"] for r in records] == ["a dog not on grass", "a red car", "no cat", "two birds without a nest"]
+    n, metrics = evaluation.evaluate_cc_neg(PlantedModel(images, texts), "cl100k_base", records)
+    assert n == 4 and metrics == {"orig_over_neg": 2 / 4, "ties": 1 / 4}
+
+
+def test_cc_neg_test_split_is_the_last_40000_samples(tmp_path):
+    samples = [(f"caption {i}", f"negation, {i}") for i in range(40_000)]
+    root = write_ccneg(tmp_path, samples, decoys=3, images=False)
+    for i in range(3, 6):
+        write_image(root / evaluation.CCNEG_IMAGES / f"{i:09d}.jpg", i)
+    records = evaluation.read_ccneg(root, limit=3)  # the split starts at sample 3: decoys 0-2 have no images
+    assert [r["caption"] for r in records] == ["caption 0", "caption 1", "caption 2"]
+    assert records[0]["image"] == root / evaluation.CCNEG_IMAGES / "000000003.jpg"
+
+
+def test_cc_neg_csv_uses_the_authors_seed_42_split(tmp_path):
+    with open(tmp_path / "ccneg.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image_number", "caption", "negation", "paraphrased"])
+        writer.writerows([[i, f"caption {i}", f"negation {i}", f"paraphrase {i}"] for i in range(30)])
+    for i in range(30):
+        write_image(tmp_path / "images" / f"{i:09d}.jpg", i)
+    records = evaluation.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path / "images")
+    # pandas' df.sample(frac=1, random_state=42) draws RandomState(42).choice(n, n, replace=False);
+    # train, validation, test = 24, 3, 3 rows of that order
+    expected = np.random.RandomState(42).choice(30, 30, replace=False)[27:]
+    assert [r["caption"] for r in records] == [f"caption {i}" for i in expected]
+    assert records[0]["image"] == tmp_path / "images" / f"{expected[0]:09d}.jpg"
+
+
+@pytest.fixture(scope="module")
+def scpp_root(tmp_path_factory):
+    """The five official SugarCrepe++ files with a generated image per COCO file name."""
+    root = tmp_path_factory.mktemp("scpp")
+    for category in evaluation.SCPP_CATEGORIES:
+        shutil.copy(SCPP / f"{category}.json", root)
+    names = sorted({item["filename"] for c in evaluation.SCPP_CATEGORIES
+                    for item in json.loads((SCPP / f"{c}.json").read_text())})
+    for i, name in enumerate(names):
+        write_image(root / "images" / name, i, size=(8, 8))
+    return root, {name: i for i, name in enumerate(names)}
+
+
+def test_sugarcrepe_pp_metrics_equal_a_hand_count(scpp_root):
+    root, image_ids = scpp_root
+    model = PlantedModel()
+    n, metrics = evaluation.evaluate_sugarcrepe_pp(model, "cl100k_base", evaluation.read_sugarcrepe_pp(root))
+    assert n == 4757
+    expected = {}
+    for category in evaluation.SCPP_CATEGORIES:
+        counts = dict.fromkeys(["itt", "tot", "img_p1", "img_p2"], 0)
+        items = json.loads((SCPP / f"{category}.json").read_text())
+        for item in items:
+            image = random_vector(f"image {image_ids[item['filename']]}")
+            p1, p2, neg = (random_vector(item[key].strip()) for key in ("caption", "caption2", "negative_caption"))
+            i1, i2, i_neg = float(image @ p1), float(image @ p2), float(image @ neg)
+            counts["img_p1"] += i1 > i_neg
+            counts["img_p2"] += i2 > i_neg
+            counts["itt"] += i1 > i_neg and i2 > i_neg
+            counts["tot"] += float(p1 @ p2) > float(p1 @ neg) and float(p1 @ p2) > float(p2 @ neg)
+        expected.update({f"{category}/{name}": count / len(items) for name, count in counts.items()})
+    for name in ("itt", "tot", "img_p1", "img_p2"):
+        expected[f"mean/{name}"] = sum(expected[f"{c}/{name}"] for c in evaluation.SCPP_CATEGORIES) / 5
+    assert metrics.keys() == expected.keys()
+    assert metrics == expected
+    assert not any(text != text.strip() for text in model.seen_texts)  # trailing spaces and newlines stripped
+
+
+def test_sugarcrepe_pp_items_whose_negative_is_the_caption_never_count(scpp_root):
+    root, _ = scpp_root
+    swap_obj = evaluation.read_sugarcrepe_pp(root)["swap_obj"]
+    same = [r for r in swap_obj if r["negation"] == r["caption"]]
+    assert [r["where"].rsplit("(", 1)[1] for r in same] == ["id 2)", "id 8)"]
+    n, metrics = evaluation.evaluate_sugarcrepe_pp(PlantedModel(), "cl100k_base", {"swap_obj": same})
+    assert n == 2  # sim(., P1) == sim(., N) is not strictly >, so Img-P1, ITT and TOT can never hold
+    assert [metrics[f"swap_obj/{name}"] for name in ("itt", "tot", "img_p1")] == [0.0, 0.0, 0.0]
+
+
+def test_zeroshot_original_and_negated_prompts_on_a_cifar10_folder(tmp_path, monkeypatch):
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    colour_ids = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 3]   # what each image shows
+    labels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3, 2]       # the data set's label
+    pixels = np.stack([np.broadcast_to(np.array(id_colour(i), np.uint8)[:, None], (3, 1024)).reshape(-1)
+                       for i in colour_ids])
+    import pickle
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": pixels, "labels": labels}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": classes}))
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)  # no real MD5s here
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)
+    # An image showing class c is the prompt "this is a photo of a {c}"; the negated prompt of class
+    # k is planted on the original prompt of class k+1, so negated prompts predict c-1.
+    texts = {f"this is a photo of a {c}": basis(i, 10) for i, c in enumerate(classes)}
+    texts.update({f"this is not a photo of a {c}": basis((i + 1) % 10, 10) for i, c in enumerate(classes)})
+    model = PlantedModel({i: basis(i, 10) for i in range(10)}, texts)
+    n, metrics = evaluation.evaluate_zeroshot(model, "cl100k_base", evaluation.read_zeroshot("cifar10", tmp_path))
+    orig = sum(c == y for c, y in zip(colour_ids, labels)) / 12                 # 11 of 12
+    neg = sum((c - 1) % 10 == y for c, y in zip(colour_ids, labels)) / 12       # 1 of 12: shows 3, labelled 2
+    assert n == 12 and metrics == pytest.approx({"orig_acc": orig, "neg_acc": neg, "delta": orig - neg})
+
+
+def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
+    rows = [("a dog", ["a dog", "no dog", "a cat", "no cat"], 0, "Affirmation"),
+            ("no dog", ["a dog", "no dog", "a cat", "no cat"], 1, "Negation"),
+            ("a cat", ["a dog", "no dog", "a cat", "no cat"], 3, "Negation")]  # the model picks 2: wrong
+    with open(tmp_path / "mcq.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image_path", "caption_0", "caption_1", "caption_2", "caption_3", "correct_answer",
+                         "correct_answer_template"])
+        for i, (_, captions, answer, template) in enumerate(rows):
+            write_image(tmp_path / "val2017" / f"{i}.png", i)
+            writer.writerow([f"val2017/{i}.png", *captions, answer, template])
+    texts = {"a dog": basis(0), "no dog": basis(1), "a cat": basis(2), "no cat": basis(3)}
+    model = PlantedModel({i: texts[shows] for i, (shows, *_) in enumerate(rows)}, texts)
+    n, metrics = evaluation.evaluate_negbench_mcq(model, "cl100k_base",
+                                                  evaluation.read_negbench_mcq(tmp_path / "mcq.csv", tmp_path))
+    assert n == 3 and metrics == {"accuracy": 2 / 3, "Affirmation/accuracy": 1.0, "Negation/accuracy": 0.5}
+
+
+def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir, tiny_ckpt, tmp_path):
+    """The bar: a CC-Neg-format copy of the synthetic test split scores what --bench synth says."""
+    root = tmp_path / "data"
+    (root / "synth").mkdir(parents=True)
+    (root / "synth" / "images").symlink_to(synth_dir / "images")
+    records = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    for record in records:  # CoN-CLIP's loader drops commas from negations: give synth the same texts
+        record["negation"] = record["negation"].replace(",", "")
+    (root / "synth" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    ccneg = root / "cc_neg"
+    (ccneg / evaluation.CCNEG_IMAGES).mkdir(parents=True)
+    for record in records:
+        (ccneg / evaluation.CCNEG_IMAGES / Path(record["image"]).name).symlink_to(synth_dir / record["image"])
+    decoy = {"json": {"caption": "not in the test split"}, "sop_data": {"negative-prompt": "no"}}
+    torch.save({"image_paths": ["/workspace/datasets/cc3m/missing.jpg"] * 5
+                + [f"/workspace/datasets/cc3m/{Path(r['image']).name}" for r in records],
+                "annotations": [decoy] * 5 + [{"json": {"caption": r["caption"]},
+                                               "sop_data": {"negative-prompt": r["negation"]}} for r in records]},
+               ccneg / evaluation.CCNEG_FILE)
+    result = run_cli("eval.py", "--bench", "all", "--ckpt", tiny_ckpt, "--data-root", root, "--device", "cpu",
+                     "--split-size", len(records), "--out", tmp_path / "results.json")
+    assert result.returncode == 0, result.stderr
+    synth = json.loads((tmp_path / "results.synth.json").read_text())
+    cc_neg = json.loads((tmp_path / "results.cc_neg.json").read_text())
+    assert cc_neg["bench"] == "cc_neg" and cc_neg["n"] == synth["n"] == 40 and list(cc_neg["metrics"]) == ["orig_over_neg", "ties"]
+    assert cc_neg["metrics"]["orig_over_neg"] * 40 == round(synth["metrics"]["orig_over_neg"] * 40)  # same count
+    assert "orig_over_neg" in result.stdout and "skipped" in result.stdout
+    for skipped in ("sugarcrepe_pp", "zeroshot/cifar10", "negbench_mcq"):
+        assert f"skipped {skipped}" in result.stdout
+
+
+def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tmp_path):
+    root, _ = scpp_root
+    result = run_cli("eval.py", "--bench", "sugarcrepe_pp", "--ckpt", tiny_ckpt, "--data-root", root,
+                     "--limit", "4", "--device", "cpu", "--out", tmp_path / "results.json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["n"] == 20 and len(results["metrics"]) == 24 and "swap_obj/itt" in results["metrics"]
+    assert "mean/img_p2" in results["metrics"] and "replace_rel" in result.stdout
+
+
+@pytest.mark.parametrize("bench, setup, expected", [
+    ("cc_neg", lambda root: None, "ccneg_preprocessed.pt: file does not exist"),
+    ("cc_neg", lambda root: torch.save({"image_paths": [Path("/x.jpg")], "annotations": [{}]},
+                                       root / "ccneg_preprocessed.pt"), "cannot be read with torch.load(weights_only=True)"),
+    ("cc_neg", lambda root: write_ccneg(root, [("a", "b"), ("c", "d")], images=False),
+     "000000000.jpg does not exist (2 of 2 images missing); put the images there or pass --image-dir"),
+    ("sugarcrepe_pp", lambda root: None, "replace_att.json: file does not exist"),
+    ("zeroshot", lambda root: None, "cifar10 test split not found; fetch it once with"),
+])
+def test_missing_or_bad_data_is_one_clear_line(bench, setup, expected, tiny_ckpt, tmp_path):
+    setup(tmp_path)
+    result = run_cli("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
+    assert result.returncode == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
