@@ -112,9 +112,10 @@ CLIP_TEXT_FIXES = {
 
 
 def _char_class(char: str) -> str:
-    """'L' letter, 'N' number, ' ' space, '.' anything else: the classes CLIP's word split uses."""
+    """'L' letter, 'N' number, ' ' dropped, '.' anything else: the classes of CLIP's word split.
+    U+0345 matches no alternative of the case-insensitive pattern (it folds to an iota): dropped."""
     category = unicodedata.category(char)[0]
-    return category if category in "LN" else " " if char.isspace() else "."
+    return category if category in "LN" else " " if char.isspace() or char == "\u0345" else "."
 
 
 def clip_words(text: str) -> list:

@@ -8,11 +8,16 @@ where the device has them).
 """
 
 import math
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from data import DataError
 
 
 @dataclass
@@ -177,10 +182,88 @@ class CLIP(nn.Module):
     def forward(self, images, tokens):
         return self.encode_image(images), self.encode_text(tokens), self.logit_scale.exp()
 
+    @classmethod
+    def from_pretrained(cls, path, activation=None):
+        """Published CLIP weights from a local file: OpenAI's TorchScript `ViT-B-32.pt`, a state dict
+        in OpenAI's names, or open_clip's `open_clip_pytorch_model.bin` / `.safetensors`."""
+        return cls.from_state_dict(read_weights(path), str(path), activation)
+
+    @classmethod
+    def from_state_dict(cls, state, source="state dict", activation=None):
+        """Like OpenAI's build_model: the config is read off the tensor shapes, then every tensor is
+        checked by name and shape. The activation is not in the weights: OpenAI's (they carry
+        `input_resolution`) use QuickGELU, open_clip's GELU -- except its `-quickgelu` models, for
+        which pass activation="quick_gelu"."""
+        state = {key.removeprefix("module."): value for key, value in state.get("state_dict", state).items()}
+        openai = "input_resolution" in state
+        for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):  # metadata, causal mask
+            state.pop(key, None)
+        model = cls(infer_config(state, activation or ("quick_gelu" if openai else "gelu"), source))
+        check_state_dict(model.state_dict(), state, source)
+        model.load_state_dict(state)
+        return model
+
+
+def read_weights(path, map_location="cpu") -> dict:
+    """The dict in a weights file: torch.save'd (weights_only, so it runs no code), a TorchScript
+    archive (only its state_dict is taken; none of its code runs) or .safetensors."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise DataError(f"{path}: reading .safetensors needs `pip install safetensors`; "
+                            "or pass the .bin of the same weights") from None
+        return load_file(path, device=str(map_location))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/constants.pkl") for name in archive.namelist()):
+                with warnings.catch_warnings():  # torch.jit's deprecation notice, nothing to act on here
+                    warnings.simplefilter("ignore", FutureWarning)
+                    return torch.jit.load(path, map_location=map_location).state_dict()
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def infer_config(state: dict, activation: str, source: str) -> ModelConfig:
+    """ModelConfig of CLIP ViT weights from their shapes. Head counts are not in the shapes:
+    CLIP's heads are 64 wide."""
+
+    def depth(prefix):
+        return sum(key.startswith(prefix) and key.endswith(".attn.in_proj_weight") for key in state)
+
+    try:
+        vision_width, _, _, patch = state["visual.conv1.weight"].shape
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vocab_size, text_width = state["token_embedding.weight"].shape
+        return ModelConfig(image_size=patch * grid, patch_size=patch, vision_width=vision_width,
+                           vision_layers=depth("visual.transformer."), vision_heads=vision_width // 64,
+                           text_width=text_width, text_layers=depth("transformer."), text_heads=text_width // 64,
+                           context_length=state["positional_embedding"].shape[0], vocab_size=vocab_size,
+                           embed_dim=state["text_projection"].shape[1], activation=activation)
+    except KeyError as missing:
+        raise DataError(f"{source}: not CLIP ViT weights: no tensor {missing}") from None
+
+
+def check_state_dict(expected: dict, state: dict, source: str):
+    """Every tensor present with its expected shape, or one line naming the first that differ."""
+    problems = [f"missing {key}" if key not in state else f"{key} is {list(state[key].shape)}, expected "
+                f"{list(tensor.shape)}" for key, tensor in expected.items()
+                if key not in state or state[key].shape != tensor.shape]
+    problems += [f"unexpected {key}" for key in state if key not in expected]
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise DataError(f"{source}: {len(problems)} tensors differ from the CLIP inferred from its "
+                        f"shapes: {'; '.join(problems[:3])}{more}")
+
 
 def load_checkpoint(path, map_location="cpu"):
-    """Rebuild a CLIP from a checkpoint written by train.py; `weights_only` so it runs no code."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """(model, checkpoint dict) from a train.py checkpoint or from published CLIP weights -- then
+    the dict is {"tokenizer": "clip", "model_config": ..., "step": 0} -- so eval.py and
+    train.py --init take either."""
+    ckpt = read_weights(path, map_location)
+    if "model_config" not in ckpt:
+        model = CLIP.from_state_dict(ckpt, str(path))
+        return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
     model = CLIP(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model, ckpt

@@ -1,0 +1,161 @@
+"""Published CLIP weights and CLIP's tokenizer, checked against open_clip (the reference
+implementation, a test-only requirement in bench/requirements.txt). No weights can be downloaded
+here, so open_clip's ViT-B-32 is built with random weights and saved in each published layout."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from data import DataError, clip_words, tokenize
+from model import CLIP, ModelConfig, load_checkpoint
+
+SUGARCREPE_PP = ROOT.parent / "shared" / "data" / "sugarcrepe_pp"
+AWKWARD = [
+    "Café crème brûlée", "Cafe\u0301 de\u0301ja\u0300 vu", "naïve Zoë résumé", "İstanbul ß ẞ Σίσυφος",
+    "a dog 🐶 and a cat 🐱‍👤 with a family 👨‍👩‍👧", "emoji🙂text", "一只猫坐在桌子上，旁边有一只狗！",
+    "東京タワー、ｈｅｌｌｏ　ｗｏｒｌｄ１２３", "ﾊﾝｶｸ ｶﾀｶﾅ", "한국어 텍스트", "עברית عربي", "the dog’s “ball” isn't here",
+    "ﬁsh ﬂakes", "&amp;amp; &lt;b&gt; tom &amp; jerry", "a\x00b\tc\nd\r\n e\u2028f\u00a0g\u200bh\u200di",
+    "<start_of_text> hi <END_OF_TEXT> there", "x's 'S ''s it'LL we'd", "½ ² ③ Ⅻ 42 3.14", "a_b-c--d...e!!!?",
+    "", "   ", "word " * 300, " ".join(f"caption{i} with number {i}" for i in range(300)),
+]
+
+
+@pytest.fixture(scope="module")
+def open_clip():
+    return pytest.importorskip("open_clip", reason="open_clip_torch is the reference implementation; "
+                               "pip install -r bench/requirements.txt")
+
+
+def sugarcrepe_pp_captions():
+    if not SUGARCREPE_PP.is_dir():
+        pytest.skip(f"{SUGARCREPE_PP} not present")
+    captions = []
+    for path in sorted(SUGARCREPE_PP.glob("*.json")):
+        items = json.loads(path.read_text())
+        for item in items.values() if isinstance(items, dict) else items:
+            captions += [item["caption"], item["caption2"], item["negative_caption"]]
+    return captions
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def test_clip_tokenizer_equals_open_clip_on_every_sugarcrepe_pp_caption(open_clip):
+    captions = sugarcrepe_pp_captions()
+    assert len(captions) > 10000
+    assert torch.equal(tokenize(captions, 77, "clip"), open_clip.tokenize(captions))
+
+
+@pytest.mark.parametrize("context_length", [77, 16])
+def test_clip_tokenizer_equals_open_clip_on_awkward_text(open_clip, context_length):
+    ours = tokenize(AWKWARD, context_length, "clip")
+    assert torch.equal(ours, open_clip.tokenize(AWKWARD, context_length))
+    assert (ours[:, 0] == 49406).all() and (ours.argmax(-1) > 0).all()  # <start_of_text>, then EOT kept
+
+
+def test_word_split_equals_the_regex_on_every_code_point(open_clip):
+    regex = pytest.importorskip("regex")
+    # U+1C..U+1F are whitespace to str.split but not to the pattern; cleaning removes them first.
+    text = " ".join(chr(c) for c in range(sys.maxunicode + 1)
+                    if not (0xD800 <= c < 0xE000 or 0x1C <= c <= 0x1F))
+    assert clip_words(text) == regex.findall(open_clip.tokenizer._tokenizer.pat, text)
+
+
+# ----------------------------------------------------------------------------- weights
+
+@pytest.fixture(scope="module")
+def images_and_captions():
+    torch.manual_seed(0)
+    return torch.randn(2, 3, 224, 224), ["a dog on a red sofa", "a cat on a mat and no dog"]
+
+
+def assert_same_embeddings(ours, reference, images, captions, open_clip):
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_image(images), reference.encode_image(images, normalize=True),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours.encode_text(tokenize(captions, 77, "clip")),
+                                   reference.encode_text(open_clip.tokenize(captions), normalize=True),
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def open_clip_b32(open_clip, tmp_path_factory):
+    """open_clip's ViT-B-32 (GELU, as laion2b_s34b_b79k) and its state dict saved as a .bin."""
+    torch.manual_seed(1)
+    reference = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    path = tmp_path_factory.mktemp("open_clip") / "open_clip_pytorch_model.bin"
+    torch.save(reference.state_dict(), path)
+    return reference, path
+
+
+def test_open_clip_checkpoint_gives_open_clips_embeddings(open_clip, open_clip_b32, images_and_captions):
+    reference, path = open_clip_b32
+    ours = CLIP.from_pretrained(path).eval()
+    assert ours.config == ModelConfig(**{**vars(ModelConfig.preset("B-32")), "vocab_size": 49408})
+    assert_same_embeddings(ours, reference, *images_and_captions, open_clip)
+
+
+def test_openai_torchscript_checkpoint_gives_open_clips_embeddings(open_clip, images_and_captions, tmp_path):
+    """OpenAI's ViT-B-32.pt is a TorchScript archive in OpenAI's names (open_clip keeps them) that
+    also carries input_resolution, context_length and vocab_size; its weights use QuickGELU."""
+    torch.manual_seed(2)
+    reference = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    for name, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
+        vars(reference).pop(name, None)  # open_clip keeps two of them as plain ints
+        reference.register_buffer(name, torch.tensor(value))
+    path = tmp_path / "ViT-B-32.pt"
+    with pytest.warns(FutureWarning):  # torch.jit.script is deprecated; OpenAI's file is TorchScript anyway
+        torch.jit.script(reference).save(str(path))
+    model, ckpt = load_checkpoint(path)
+    assert (model.config.activation, ckpt["tokenizer"], ckpt["step"]) == ("quick_gelu", "clip", 0)
+    assert_same_embeddings(model.eval(), reference, *images_and_captions, open_clip)
+
+
+def test_eval_scores_published_weights_end_to_end(open_clip_b32, synth_dir, tmp_path):
+    out = tmp_path / "results.json"
+    result = run_cli("eval.py", "--bench", "synth", "--ckpt", open_clip_b32[1], "--data-root", synth_dir,
+                     "--limit", "8", "--device", "cpu", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["n"] == 8
+
+
+# ----------------------------------------------------------------------------- mismatches
+
+@pytest.fixture
+def small_weights(tmp_path):
+    """A small CLIP ViT with CLIP's 64-wide heads and vocabulary, saved as a plain state dict."""
+    config = ModelConfig(image_size=32, patch_size=16, vision_width=128, vision_layers=1, vision_heads=2,
+                         text_width=64, text_layers=2, text_heads=1, context_length=77, vocab_size=49408,
+                         embed_dim=32)
+    return config, CLIP(config).state_dict(), tmp_path / "weights.bin"
+
+
+def test_config_is_inferred_from_the_shapes(small_weights):
+    config, state, path = small_weights
+    torch.save(state, path)
+    assert CLIP.from_pretrained(path).config == config
+    assert CLIP.from_pretrained(path, activation="quick_gelu").config.activation == "quick_gelu"
+
+
+def test_mismatched_weights_fail_with_one_line_naming_the_tensors(small_weights):
+    _, state, path = small_weights
+    del state["visual.ln_post.bias"]
+    state["transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(250, 64)
+    state["text_projection"] = torch.zeros(60, 32)
+    torch.save(state, path)
+    with pytest.raises(DataError) as error:
+        CLIP.from_pretrained(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message
+    assert "transformer.resblocks.1.mlp.c_fc.weight is [250, 64], expected [256, 64]" in message
+    assert "missing visual.ln_post.bias" in message and "text_projection is [60, 32]" in message
+
+
+def test_weights_that_are_not_clip_say_so(tmp_path):
+    path = tmp_path / "other.bin"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(DataError, match="not CLIP ViT weights: no tensor 'visual.conv1.weight'"):
+        load_checkpoint(path)
