@@ -140,6 +140,20 @@ def test_config_is_inferred_from_the_shapes(small_weights):
     assert CLIP.from_pretrained(path, activation="quick_gelu").config.activation == "quick_gelu"
 
 
+@pytest.mark.parametrize("layout", ["open_clip training checkpoint", "safetensors"])
+def test_other_file_layouts_give_the_same_weights(small_weights, layout):
+    config, state, path = small_weights
+    if layout == "safetensors":
+        safetensors = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")
+        path = path.with_suffix(".safetensors")
+        safetensors.save_file(state, path)
+    else:  # what open_clip's training writes: DDP's "module." prefix inside "state_dict"
+        torch.save({"epoch": 1, "state_dict": {f"module.{key}": value for key, value in state.items()}}, path)
+    model = CLIP.from_pretrained(path)
+    assert model.config == config
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
 def test_mismatched_weights_fail_with_one_line_naming_the_tensors(small_weights):
     _, state, path = small_weights
     del state["visual.ln_post.bias"]
