@@ -1,0 +1,179 @@
+"""Images/s of one full training step, ours vs open_clip at identical sizes, side by side.
+
+One step = forward of both towers, contrastive loss, backward, AdamW update, on a batch of
+random images and random captions padded to the context length (the same tensors for both).
+
+  ours       model.CLIP + loss.SemCLIPLoss with --loss clip settings (the fused contrastive op),
+             through train.train_step, the function train.py runs
+  open_clip  open_clip.model.CLIP built with the same widths, layers, heads, patch, image size,
+             context, vocabulary (100277) and GELU, + open_clip.loss.ClipLoss
+             (pip install -r bench/requirements.txt)
+  open_clip+fused  the same open_clip step with train.py's optimizer: shows where the gap comes from
+  semclip    ours with the full SemCLIP loss: three texts per image (for information; more work)
+
+All use AdamW with the same parameter groups and hyper-parameters, no gradient clipping. Ours
+runs train.build_optimizer as train.py does (fused=True, one kernel); open_clip runs AdamW as
+its training script builds it (torch's default, foreach); open_clip+fused isolates the model
+and loss from the optimizer. Runs are interleaved: repeat r times every method once before repeat r+1, so a slow
+moment of a shared machine hits all alike; each run times --steps steps after --warmup steps,
+and the table shows the median over repeats. On CUDA, bf16 autocast (loss in fp32) is the default
+and peak memory (torch.cuda.max_memory_allocated over the timed steps) is reported too.
+
+    python bench/bench_train.py                                   # CPU: tiny and small, fp32
+    python bench/bench_train.py --device cuda --presets B-32 --batch-size 256
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import train  # noqa: E402
+from model import CLIP, ModelConfig  # noqa: E402
+
+END_OF_TEXT = 100257  # cl100k_base; the largest id in a caption, where both models pool
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description="Training-step throughput (images/s), ours vs open_clip's CLIP + ClipLoss at identical sizes.",
+        epilog="examples:\n  python bench/bench_train.py\n"
+               "  python bench/bench_train.py --presets tiny --repeats 3\n"
+               "  python bench/bench_train.py --device cuda --presets B-32 --batch-size 256",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=None,
+                        help="model presets (default: tiny small on CPU, tiny small B-32 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved runs per method (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per run (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first (default: %(default)s)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="(default: bf16 on CUDA, fp32 on CPU)")
+    args = parser.parse_args()
+    args.presets = args.presets or (["tiny", "small", "B-32"] if args.device.startswith("cuda") else ["tiny", "small"])
+    args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
+    for name in args.presets:
+        try:
+            ModelConfig.preset(name)
+        except ValueError as error:
+            parser.error(str(error))
+    if min(args.batch_size, args.repeats, args.steps) < 1:
+        parser.error("--batch-size, --repeats and --steps must be at least 1")
+    return args
+
+
+def random_batch(config, n, device, generator):
+    """Images, and captions of 4..L-1 random tokens then end-of-text, zero-padded to the context."""
+    images = torch.randn(n, 3, config.image_size, config.image_size, generator=generator)
+    length = config.context_length
+    tokens = torch.randint(1, END_OF_TEXT, (3 * n, length), generator=generator)
+    ends = torch.randint(4, length, (3 * n, 1), generator=generator)
+    positions = torch.arange(length)
+    tokens = torch.where(positions < ends, tokens, 0).scatter_(1, ends, END_OF_TEXT)
+    return [t.to(device) for t in (images, *tokens.chunk(3))]
+
+
+def open_clip_model(config):
+    from open_clip.model import CLIP as OpenCLIP, CLIPTextCfg, CLIPVisionCfg
+    vision = CLIPVisionCfg(layers=config.vision_layers, width=config.vision_width,
+                           head_width=config.vision_width // config.vision_heads, patch_size=config.patch_size,
+                           image_size=config.image_size)
+    text = CLIPTextCfg(context_length=config.context_length, vocab_size=config.vocab_size, width=config.text_width,
+                       heads=config.text_heads, layers=config.text_layers)
+    return OpenCLIP(config.embed_dim, vision, text, quick_gelu=False)
+
+
+def make_step(method, config, batch, device, autocast):
+    """A function running one training step of `method` on `batch`."""
+    optimizer_args = SimpleNamespace(lr=1e-4, weight_decay=0.1)
+    images, captions, paraphrases, negations = batch
+    if method.startswith("open_clip"):
+        from open_clip.loss import ClipLoss
+        model, clip_loss = open_clip_model(config).to(device), ClipLoss()
+        optimizer = train.build_optimizer(optimizer_args, model, torch.nn.Module())
+        if method == "open_clip":  # open_clip's training script: torch's default AdamW (foreach)
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            optimizer = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+
+        def forward_backward():
+            with autocast:
+                image, text, scale = model(images, captions)
+            clip_loss(image.float(), text.float(), scale).backward()
+    else:
+        model = CLIP(config).to(device)
+        loss = "clip" if method == "ours" else "semclip"
+        loss_fn = train.build_loss(SimpleNamespace(loss=loss, paraphrase_weight=1.0, negation_weight=1.0,
+                                                   contrastive_weight=1.0, num_projections=2,
+                                                   learnable_projections=False, no_normalize_projections=False,
+                                                   seed=0), config.embed_dim).to(device)
+        optimizer = train.build_optimizer(optimizer_args, model, loss_fn)
+        texts = (paraphrases, negations) if method == "semclip" else (None, None)
+
+        def forward_backward():
+            train.train_step(model, model.logit_scale, loss_fn, (images, captions, *texts), 1, autocast)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        forward_backward()
+        optimizer.step()
+
+    return model.train(), step
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main():
+    args = parse_args()
+    device = torch.device(args.device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
+    methods = ("ours", "open_clip", "open_clip+fused", "semclip")
+    print(f"device {device} ({torch.get_num_threads()} threads), {args.precision}, batch {args.batch_size}, "
+          f"torch {torch.__version__}; median of {args.repeats} interleaved runs of {args.steps} steps")
+    rows = []
+    for preset in args.presets:
+        config = ModelConfig.preset(preset)
+        batch = random_batch(config, args.batch_size, device, torch.Generator().manual_seed(0))
+        steps, rates, peaks = {}, {m: [] for m in methods}, {m: [] for m in methods}
+        for method in methods:
+            torch.manual_seed(0)
+            steps[method] = make_step(method, config, batch, device, autocast)[1]
+            for _ in range(args.warmup):
+                steps[method]()
+        for _ in range(args.repeats):
+            for method in methods:
+                synchronize(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    steps[method]()
+                synchronize(device)
+                rates[method].append(args.steps * args.batch_size / (time.perf_counter() - start))
+                if device.type == "cuda":
+                    peaks[method].append(torch.cuda.max_memory_allocated(device) / 2 ** 30)
+        median = {m: statistics.median(rates[m]) for m in methods}
+        memory = {m: f"{max(peaks[m]):.2f}" if peaks[m] else "-" for m in methods}
+        rows.append((preset, f"{median['ours']:.1f}", f"{median['open_clip']:.1f}",
+                     f"{median['ours'] / median['open_clip']:.2f}", f"{median['open_clip+fused']:.1f}",
+                     f"{median['semclip']:.1f}", memory["ours"], memory["open_clip"], memory["semclip"]))
+        del steps
+    header = ("preset", "ours img/s", "open_clip img/s", "ours/open_clip", "open_clip+fused img/s",
+              "ours semclip img/s", "ours GiB", "open_clip GiB", "semclip GiB")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
