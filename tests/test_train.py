@@ -1,6 +1,8 @@
-"""train.py: a short run end to end, checkpoints, resume, determinism, optimizer and schedule."""
+"""train.py: a short run end to end, checkpoints, resume, determinism, optimizer and schedule,
+gradient caching, bf16, non-finite stop, --init / --freeze-vision (multi-process: test_distributed.py)."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +10,7 @@ import torch
 
 from loss import SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint
-from train import build_optimizer, learning_rate
+from train import build_loss, build_optimizer, learning_rate
 
 from conftest import run_cli
 
@@ -90,3 +92,70 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
     assert [learning_rate(s, args) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(9, args) == pytest.approx(0.5)
     assert learning_rate(14, args) == pytest.approx(0.0)
+
+
+# ----------------------------------------------------------------------------- at scale
+
+def test_gradient_caching_k_micro_batches_equals_one_batch_and_bf16_runs():
+    """Tolerance: float32 rounding (atol 1e-5 on gradients up to ~5); bf16 only has to run and stay close."""
+    from test_distributed import CONFIG, LOSS_ARGS, global_batch
+    from train import train_step
+
+    def step(accum_steps, autocast=None):
+        torch.manual_seed(0)
+        model, loss_fn = CLIP(CONFIG), build_loss(LOSS_ARGS, CONFIG.embed_dim)
+        extra = (torch.autocast("cpu", dtype=torch.bfloat16),) if autocast else ()
+        loss = train_step(model, model.logit_scale, loss_fn, global_batch(8), accum_steps, *extra)["loss"]
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    loss, grads = step(1)
+    for accum_steps in (2, 4):
+        cached_loss, cached_grads = step(accum_steps)
+        torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-6)
+        for name, grad in grads.items():
+            torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-5, msg=f"K={accum_steps} {name}")
+    bf16_loss, bf16_grads = step(2, autocast=True)
+    assert bf16_loss.dtype == torch.float32 and abs(bf16_loss - loss) < 0.05
+    assert all(torch.isfinite(g).all() for g in bf16_grads.values())
+
+
+def test_exact_resume_mid_schedule_with_accumulation_and_bf16_keeps_the_last_checkpoints(synth_dir, tmp_path):
+    flags = ("--steps", "4", "--warmup", "1", "--save-every", "1", "--accum-steps", "2", "--precision", "bf16")
+    assert train_cli(synth_dir, tmp_path / "straight", *flags).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "straight").glob("ckpt*")) == [
+        "ckpt.pt", "ckpt_step2.pt", "ckpt_step3.pt", "ckpt_step4.pt"]  # --keep 3
+    # a run stopped after step 2 (in the cosine part of the schedule): its state is ckpt_step2.pt
+    (tmp_path / "stopped").mkdir()
+    shutil.copy(tmp_path / "straight/ckpt_step2.pt", tmp_path / "stopped/ckpt.pt")
+    resumed = train_cli(synth_dir, tmp_path / "stopped", *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = torch.load(tmp_path / "straight/ckpt.pt", weights_only=True)
+    split = torch.load(tmp_path / "stopped/ckpt.pt", weights_only=True)
+    for name, tensor in straight["model"].items():
+        torch.testing.assert_close(split["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert str(split["optimizer"]["state"]) == str(straight["optimizer"]["state"])
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path, "--steps", "4", "--save-every", "1", "--warmup", "0", "--lr", "1e30")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "loss is nan" in result.stderr and "stopped before updating the weights" in result.stderr
+    failed_step = int(result.stderr.split("error: step ")[1].split(":")[0])
+    assert load_checkpoint(tmp_path / "ckpt.pt")[1]["step"] == failed_step - 1
+
+
+def test_init_from_a_checkpoint_fine_tunes_the_text_tower_only_from_step_zero(synth_dir, tmp_path):
+    assert train_cli(synth_dir, tmp_path / "base", "--steps", "1").returncode == 0
+    result = train_cli(synth_dir, tmp_path / "tuned", "--steps", "1", "--init", tmp_path / "base/ckpt.pt",
+                       "--freeze-vision", "--model", "small")  # --model is ignored with --init
+    assert result.returncode == 0, result.stderr
+    base, _ = load_checkpoint(tmp_path / "base/ckpt.pt")
+    tuned, ckpt = load_checkpoint(tmp_path / "tuned/ckpt.pt")
+    assert ckpt["step"] == 1 and tuned.config == base.config and ckpt["tokenizer"] == "cl100k_base"
+    assert all(torch.equal(p, q) for p, q in zip(tuned.visual.parameters(), base.visual.parameters()))
+    assert not torch.equal(tuned.text_projection, base.text_projection)
+
+
+def test_batch_not_divisible_by_micro_batches_is_one_clear_line(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path, "--steps", "1", "--accum-steps", "3")
+    assert result.returncode == 1 and "not divisible" in result.stderr and "Traceback" not in result.stderr
