@@ -107,6 +107,10 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers < 0 or args.warmup < 0:
         parser.error("--workers and --warmup must be >= 0")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    if args.batch_size % (world_size * args.accum_steps):
+        parser.error(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
+                     f"--accum-steps {args.accum_steps}; pick a multiple")
     if args.init is not None and not args.init.is_file():
         parser.error(f"--init {args.init}: no such file")
     try:
@@ -278,9 +282,6 @@ class RankShard(torch.utils.data.Sampler):
 def train(args):
     """Train per `args`; returns (model, tokenizer name), or (None, None) on ranks other than 0."""
     rank, world_size, device = setup_distributed(args)
-    if args.batch_size % (world_size * args.accum_steps):
-        raise DataError(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
-                        f"--accum-steps {args.accum_steps}; pick a multiple")
     torch.manual_seed(args.seed)
     model, tokenizer, ckpt = build_model(args, device)
     config = model.config

@@ -137,7 +137,7 @@ def test_exact_resume_mid_schedule_with_accumulation_and_bf16_keeps_the_last_che
 
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path):
-    result = train_cli(synth_dir, tmp_path, "--steps", "4", "--save-every", "1", "--warmup", "0", "--lr", "1e30")
+    result = train_cli(synth_dir, tmp_path, "--steps", "3", "--save-every", "1", "--warmup", "0", "--lr", "1e30")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "loss is nan" in result.stderr and "stopped before updating the weights" in result.stderr
     failed_step = int(result.stderr.split("error: step ")[1].split(":")[0])
@@ -156,6 +156,7 @@ def test_init_from_a_checkpoint_fine_tunes_the_text_tower_only_from_step_zero(sy
     assert not torch.equal(tuned.text_projection, base.text_projection)
 
 
-def test_batch_not_divisible_by_micro_batches_is_one_clear_line(synth_dir, tmp_path):
+def test_batch_not_divisible_by_micro_batches_is_a_usage_error(synth_dir, tmp_path):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--accum-steps", "3")
-    assert result.returncode == 1 and "not divisible" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "error: --batch-size 16 is not divisible" in result.stderr
+    assert "Traceback" not in result.stderr
