@@ -19,6 +19,7 @@ model prefers the true caption; CLIP's mass sits on zero because it has learned 
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -159,7 +160,7 @@ def histogram_svg(margins: dict, colours: dict, title: str, bins=40, width=640, 
     """Overlaid histograms {label: values} as a small hand-written SVG: shared bins, a zero line,
     x ticks, the highest count, and a legend with each label's share right of zero."""
     values = [v for vs in margins.values() for v in vs]
-    edge = max(0.1, *(abs(v) for v in values)) * 1.05
+    edge = math.ceil(max(0.1, *(abs(v) for v in values)) * 10) / 10  # symmetric about 0, a round number
     low, step = -edge, 2 * edge / bins
     counts = {label: [0] * bins for label in margins}
     for label, vs in margins.items():
@@ -182,6 +183,7 @@ def histogram_svg(margins: dict, colours: dict, title: str, bins=40, width=640, 
     parts.append(f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="black"/>')
     parts.append(f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{y(top)}" stroke="black"/>')
     parts.append(f'<text x="{left - 4}" y="{y(top) + 4}" text-anchor="end">{top}</text>')
+    parts.append(f'<text x="{left + 4}" y="{upper - 8}">items per bin</text>')
     parts.append(f'<text x="{left - 4}" y="{y(0) + 4}" text-anchor="end">0</text>')
     parts.append(f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(0)}" y2="{upper - 8}" stroke="black" stroke-dasharray="4 3"/>')
     for tick in (-edge, -edge / 2, 0, edge / 2, edge):
