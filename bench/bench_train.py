@@ -17,7 +17,8 @@ its training script builds it (torch's default, foreach); open_clip+fused isolat
 and loss from the optimizer. Runs are interleaved: repeat r times every method once before repeat r+1, so a slow
 moment of a shared machine hits all alike; each run times --steps steps after --warmup steps,
 and the table shows the median over repeats. On CUDA, bf16 autocast (loss in fp32) is the default
-and peak memory (torch.cuda.max_memory_allocated over the timed steps) is reported too.
+and peak memory is reported too: torch.cuda.max_memory_allocated over the timed steps, minus
+what the other methods' models and optimizers hold (so: what this method alone needs).
 
     python bench/bench_train.py                                   # CPU: tiny and small, fp32
     python bench/bench_train.py --device cuda --presets B-32 --batch-size 256
@@ -121,11 +122,17 @@ def make_step(method, config, batch, device, autocast):
             train.train_step(model, model.logit_scale, loss_fn, (images, captions, *texts), 1, autocast)
 
     def step():
-        optimizer.zero_grad(set_to_none=True)
         forward_backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # between steps: weights and optimizer state only
 
-    return model.train(), step
+    def resting_bytes():
+        """Weights and optimizer state: what this method holds between steps."""
+        tensors = list(model.parameters()) + [t for state in optimizer.state.values() for t in state.values()]
+        return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))
+
+    model.train()
+    return step, resting_bytes
 
 
 def synchronize(device):
@@ -143,31 +150,35 @@ def main():
     rows = []
     for preset in args.presets:
         config = ModelConfig.preset(preset)
+        print(f"{preset}: image {config.image_size}, patch {config.patch_size}, vision width {config.vision_width} "
+              f"x {config.vision_layers} layers, text width {config.text_width} x {config.text_layers} layers, "
+              f"context {config.context_length}, vocabulary {config.vocab_size}, embed {config.embed_dim}", flush=True)
         batch = random_batch(config, args.batch_size, device, torch.Generator().manual_seed(0))
-        steps, rates, peaks = {}, {m: [] for m in methods}, {m: [] for m in methods}
+        steps, resting, rates, peaks = {}, {}, {m: [] for m in methods}, {m: [] for m in methods}
         for method in methods:
             torch.manual_seed(0)
-            steps[method] = make_step(method, config, batch, device, autocast)[1]
+            steps[method], resting[method] = make_step(method, config, batch, device, autocast)
             for _ in range(args.warmup):
                 steps[method]()
         for _ in range(args.repeats):
             for method in methods:
                 synchronize(device)
-                if device.type == "cuda":
+                if device.type == "cuda":  # all methods' models live on the device: count only this one's
                     torch.cuda.reset_peak_memory_stats(device)
+                    others = torch.cuda.memory_allocated(device) - resting[method]()
                 start = time.perf_counter()
                 for _ in range(args.steps):
                     steps[method]()
                 synchronize(device)
                 rates[method].append(args.steps * args.batch_size / (time.perf_counter() - start))
                 if device.type == "cuda":
-                    peaks[method].append(torch.cuda.max_memory_allocated(device) / 2 ** 30)
+                    peaks[method].append((torch.cuda.max_memory_allocated(device) - others) / 2 ** 30)
         median = {m: statistics.median(rates[m]) for m in methods}
         memory = {m: f"{max(peaks[m]):.2f}" if peaks[m] else "-" for m in methods}
         rows.append((preset, f"{median['ours']:.1f}", f"{median['open_clip']:.1f}",
                      f"{median['ours'] / median['open_clip']:.2f}", f"{median['open_clip+fused']:.1f}",
                      f"{median['semclip']:.1f}", memory["ours"], memory["open_clip"], memory["semclip"]))
-        del steps
+        del steps, resting
     header = ("preset", "ours img/s", "open_clip img/s", "ours/open_clip", "open_clip+fused img/s",
               "ours semclip img/s", "ours GiB", "open_clip GiB", "semclip GiB")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
