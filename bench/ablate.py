@@ -208,12 +208,16 @@ def main():
     results, begin, trained = [], time.time(), 0
     for k, (variant, seed) in enumerate(jobs, 1):
         run_dir = args.out / f"{variant}_s{seed}"
+        command = " ".join(train_command(args, variant, seed, run_dir)[1:])
         if (run_dir / "results.json").is_file():
+            done = json.loads((run_dir / "results.json").read_text())
+            if done["command"] != f"python {command}":  # never mix runs of different settings in one table
+                raise DataError(f"{run_dir} was trained by `{done['command']}`, not `python {command}`; "
+                                "pick another --out or delete that folder")
             print(f"[{k}/{len(jobs)}] {variant} seed {seed}: done before, reading {run_dir / 'results.json'} "
                   "(delete it to rerun)")
-            results.append(json.loads((run_dir / "results.json").read_text()))
+            results.append(done)
             continue
-        command = " ".join(train_command(args, variant, seed, run_dir)[1:])
         print(f"[{k}/{len(jobs)}] {variant} seed {seed}: python {command}", flush=True)
         results.append(run_one(args, variant, seed, run_dir))
         trained += 1

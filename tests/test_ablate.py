@@ -67,6 +67,9 @@ def test_a_rerun_reads_finished_runs_instead_of_training_again(shortened):
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("done before, reading") == 2
     assert json.loads((out / "ablation.json").read_text())["runs"] == json.loads(before)["runs"]
+    changed = run_cli("bench/ablate.py", "--variants", "clip", "--seeds", "0", "--steps", STEPS + 1,
+                      "--synth-dir", world, "--out", out)
+    assert changed.returncode == 1 and "pick another --out" in changed.stderr.strip().splitlines()[-1]
 
 
 def test_flags_the_ablation_owns_are_refused_in_one_line():
