@@ -192,7 +192,7 @@ def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nul
     if accum_steps == 1:
         terms = loss_fn(*encode(forward, *batch, autocast), logit_scale.exp())
         terms["loss"].backward()
-        return terms
+        return {name: value.detach() for name, value in terms.items()}
     micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
     with torch.no_grad():
         cached = [encode(forward, *micro, autocast) for micro in micro_batches]
@@ -341,7 +341,7 @@ def train(args):
         optimizer.zero_grad(set_to_none=True)
         terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast)
         # the global-batch loss terms, the same on every process (so all of them stop together)
-        values = torch.stack([terms[k].detach().float() for k in ("loss", "contrastive", "paraphrase", "negation")])
+        values = torch.stack([terms[k].float() for k in ("loss", "contrastive", "paraphrase", "negation")])
         if world_size > 1:
             dist.all_reduce(values.div_(world_size))
         if not torch.isfinite(values[0]):
