@@ -394,7 +394,7 @@ def _collate(items, context_length, tokenizer):
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 230),
            "yellow": (235, 215, 40), "purple": (160, 60, 200), "white": (240, 240, 240)}
-DISTRACTORS = (", no filter", ", not edited", ", no watermark", ", without flash", ", not staged")
+DISTRACTORS = (", no filter", ", not edited", ", without flash")
 PARAPHRASE_TEMPLATES = ("there is {}", "an image of {}", "a photo of {}", "this picture shows {}", "{}")
 SYNTH_CANVAS = 64
 

@@ -22,7 +22,7 @@ from data import DataError
 
 @dataclass
 class ModelConfig:
-    image_size: int = 32
+    image_size: int = 64
     patch_size: int = 8
     vision_width: int = 96
     vision_layers: int = 2

@@ -83,7 +83,7 @@ def parse_args(argv=None):
     optim.add_argument("--accum-steps", type=int, default=1,
                        help="split each process's batch into this many micro-batches, with the loss still over "
                             "the whole batch (gradient caching): same result, less memory (default: %(default)s)")
-    optim.add_argument("--steps", type=int, default=400, help="optimizer steps (default: %(default)s)")
+    optim.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
     optim.add_argument("--epochs", type=float, help="train for this many epochs instead of --steps")
     optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
     optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW, matrices only (default: %(default)s)")
