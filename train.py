@@ -362,8 +362,10 @@ def train(args):
             scale = model.logit_scale.exp().item()
             print(f"step {done}/{args.total_steps} | loss {loss:.4f} (clip {clip:.4f} para {para:.4f} neg {neg:.4f}) "
                   f"| lr {lr:.2e} | scale {scale:.1f} | {rate:.0f} img/s | eta {eta:.0f}s", flush=True)
-            log.write(json.dumps({"step": done, "loss": loss, "contrastive": clip, "paraphrase": para,
-                                  "negation": neg, "lr": lr, "logit_scale": scale, "images_per_s": rate}) + "\n")
+            record = {"step": done, "loss": loss, "contrastive": clip, "paraphrase": para, "negation": neg,
+                      "lr": lr, "logit_scale": scale, "images_per_s": rate}
+            # a term the data has no texts for is NaN; JSON has no NaN, so it is written as null
+            log.write(json.dumps({k: v if math.isfinite(v) else None for k, v in record.items()}) + "\n")
             log.flush()
             last_time, last_step = now, done
         if is_main and (done % args.save_every == 0 or done == args.total_steps):

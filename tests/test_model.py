@@ -73,7 +73,7 @@ def test_quick_gelu_activation_changes_outputs():
     gelu = CLIP(ModelConfig.preset("tiny"))
     quick = CLIP(ModelConfig(**{**asdict(gelu.config), "activation": "quick_gelu"}))
     quick.load_state_dict(gelu.state_dict())
-    images = torch.randn(2, 3, 32, 32)
+    images = torch.randn(2, 3, gelu.config.image_size, gelu.config.image_size)
     assert not torch.allclose(gelu.encode_image(images), quick.encode_image(images))
 
 
@@ -81,5 +81,5 @@ def test_load_checkpoint_rebuilds_the_model(tiny, tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"model_config": asdict(tiny.config), "model": tiny.state_dict()}, path)
     model, ckpt = load_checkpoint(path)
-    images = torch.randn(2, 3, 32, 32)
+    images = torch.randn(2, 3, tiny.config.image_size, tiny.config.image_size)
     torch.testing.assert_close(model.eval().encode_image(images), tiny.encode_image(images))

@@ -65,6 +65,18 @@ def test_baseline_losses_train(synth_dir, tmp_path, loss):
     assert result.returncode == 0, result.stderr
 
 
+def test_clip_trains_on_captions_alone_and_logs_valid_json(synth_dir, tmp_path):
+    lines = [json.loads(line) for line in (synth_dir / "train.jsonl").read_text().splitlines()]
+    captions_only = tmp_path / "captions.jsonl"
+    captions_only.write_text("".join(json.dumps({"image": str(synth_dir / r["image"]), "caption": r["caption"]}) + "\n"
+                                     for r in lines))
+    result = run_cli("train.py", "--data", captions_only, "--loss", "clip", "--batch-size", "16", "--steps", "1",
+                     "--workers", "0", "--device", "cpu", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    [logged] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged["paraphrase"] is None and logged["negation"] is None and logged["contrastive"] > 0
+
+
 def test_default_run_trains_then_prints_the_synthetic_table(synth_dir, tmp_path):
     result = run_cli("train.py", "--synth-dir", synth_dir, "--batch-size", "16", "--steps", "1", "--workers", "0",
                      "--device", "cpu", "--out", tmp_path)
