@@ -138,7 +138,7 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
     negation = embed_texts(model, [r["negation"] for r in records], tokenizer, device)
     metrics = {
         # Is the true caption closer to the image than its own negation? (strict >)
-        "orig_over_neg": ((image * text).sum(1) > (image * negation).sum(1)).float().mean().item(),
+        "orig_over_neg": fraction(cosine(image, text) > cosine(image, negation)),
         "t2i_r1": recall_at(text @ image.T, captions, captions, 1),
         "t2i_r5": recall_at(text @ image.T, captions, captions, 5),
         "i2t_r1": recall_at(image @ text.T, captions, captions, 1),
@@ -153,7 +153,7 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
     for name, template in (("zeroshot_orig", "a photo of a {}"), ("zeroshot_neg", "this is not a photo of a {}")):
         prompts = embed_texts(model, [template.format(c) for c in classes], tokenizer, device)
         predicted = (image[single] @ prompts.T).argmax(dim=1)
-        metrics[name] = (predicted == labels).float().mean().item() if single else float("nan")
+        metrics[name] = fraction(predicted == labels)
     return len(records), metrics
 
 
