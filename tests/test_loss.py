@@ -185,6 +185,7 @@ def _distributed_worker(rank, world, port, result_path):
     local.backward()
     torch.save({"loss": local.detach(), "image_grad": image_local.grad, "text_grad": text_local.grad,
                 "scale_grad": scale.grad}, f"{result_path}.{rank}")
+    dist.barrier()  # no process tears gloo down while its peer still talks to it
     dist.destroy_process_group()
 
 
