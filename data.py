@@ -184,6 +184,12 @@ class CLIPTokenizer:
         return [self.encode_ordinary(text) for text in texts]
 
 
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut the columns after the last end-of-text token (the largest id in a row): exact for a
+    causal encoder that pools at end-of-text, and shorter sequences are cheaper."""
+    return tokens[:, : int(tokens.argmax(dim=1).max()) + 1]
+
+
 # ----------------------------------------------------------------------------- images
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -372,15 +378,13 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def make_collate(context_length: int, tokenizer: str):
-    """Stack images and tokenize the three texts; trailing all-padding columns are cut
-    (exact for a causal encoder that pools at end-of-text)."""
+    """Stack images and tokenize the three texts, padding trimmed (see trim_padding)."""
     return functools.partial(_collate, context_length=context_length, tokenizer=tokenizer)
 
 
 def _collate(items, context_length, tokenizer):
     images, captions, paraphrases, negations = zip(*items)
-    texts = tokenize(captions + paraphrases + negations, context_length, tokenizer)
-    texts = texts[:, : int(texts.argmax(dim=1).max()) + 1]
+    texts = trim_padding(tokenize(captions + paraphrases + negations, context_length, tokenizer))
     return torch.stack(images), *texts.chunk(3)
 
 

@@ -23,7 +23,7 @@ import torchvision.datasets
 import torchvision.transforms.v2.functional as TF
 
 from data import (DEFAULT_SYNTH_DIR, DataError, TripletDataset, image_transform, one_line, read_triplets, run_cli,
-                  synth_classes, tokenize)
+                  synth_classes, tokenize, trim_padding)
 from model import load_checkpoint
 
 DATA_DIR = DEFAULT_SYNTH_DIR.parent
@@ -102,8 +102,7 @@ def embed_texts(model, texts, tokenizer, device, batch_size=1024):
     """Unit text embeddings [N, D]."""
     chunks = []
     for start in range(0, len(texts), batch_size):
-        tokens = tokenize(texts[start: start + batch_size], model.config.context_length, tokenizer)
-        tokens = tokens[:, : int(tokens.argmax(dim=1).max()) + 1]
+        tokens = trim_padding(tokenize(texts[start: start + batch_size], model.config.context_length, tokenizer))
         with _autocast(device):
             chunks.append(model.encode_text(tokens.to(device)).float().cpu())
     return torch.cat(chunks)
