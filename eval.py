@@ -22,9 +22,11 @@ import torch
 import torchvision.datasets
 import torchvision.transforms.v2.functional as TF
 
-from data import (DEFAULT_SYNTH_DIR, DataError, TripletDataset, image_transform, one_line, read_triplets, run_cli,
-                  synth_classes, tokenize, trim_padding)
+from data import TripletDataset, image_transform, read_triplets
+from errors import DataError, one_line, run_cli
 from model import load_checkpoint
+from synth import DEFAULT_SYNTH_DIR, synth_classes
+from tokenizer import tokenize, trim_padding
 
 DATA_DIR = DEFAULT_SYNTH_DIR.parent
 BENCH_FOLDERS = {"synth": "synth", "cc_neg": "cc_neg", "sugarcrepe_pp": "sugarcrepe_pp", "zeroshot": "torchvision",

@@ -2,16 +2,12 @@
 Captions in, SemCLIP triplets out: (caption, paraphrase, negation) made by an LLM behind any
 OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, ollama, a hosted API).
 
-    python gen_triplets.py --input captions.jsonl --out triplets.jsonl \
-        --base-url http://127.0.0.1:8000/v1 --model NAME
-
 Why it is built the way it is:
 - 200k+ captions: requests run concurrently (threads), each retried with exponential backoff
   and jitter on 429 / 5xx / timeouts / dropped connections, honouring Retry-After.
-- Lose nothing: every caption ends as exactly one line in the output or in
-  <out>.rejects.jsonl (with the reason). Each line is one write() of a whole line, so a run
-  killed at any moment (even kill -9) loses at most the requests in flight; rerunning the same
-  command skips the ids already written and completes the rest.
+- Lose nothing: every caption ends as exactly one line in the output or in <out>.rejects.jsonl
+  (with the reason). Each line is one write(), so a run killed at any moment (even kill -9) loses
+  at most the requests in flight; rerunning the same command does only the captions not yet done.
 - Standard library only, so it starts fast and runs wherever Python does.
 - The API key is read from an environment variable and never printed or written.
 """
@@ -31,30 +27,21 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import timedelta
 from pathlib import Path
 
 # -----------------------------------------------------------------------------
-# The prompts: the heart of the method. Instructions go in the system message; the user
-# message carries only the data (the caption, or the text to translate, or the triplet to check).
-#
-# - The paraphrase keeps the meaning: same objects, attributes, counts and relations.
-# - The negation is CC-Neg style: a fluent sentence that is FALSE for the image because it
-#   denies something the caption says is present ("... without an umbrella"), keeping the rest
-#   of the caption. Not a random edit, not a swapped word, not "It is not true that ...".
-# - Back-translation (SemCLIP's summary of how its paraphrases were made) goes through a pivot
-#   language and back; the negation then comes from its own request.
-# - The verifier plays the authors' second LLM: it accepts or rejects the pair.
+# The prompts: the heart of the method. Instructions go in the system message; the user message
+# carries only the data (the caption, the text to translate, the triplet to check). The negation
+# is CC-Neg style; back-translation through a pivot language is how SemCLIP's summary says its
+# paraphrases were made; the verifier plays the authors' second LLM, accepting or rejecting a pair.
 
-PARAPHRASE_RULE = (
-    '"paraphrase": the same meaning in different words. Keep every object, attribute, count and '
-    "relation; add nothing, drop nothing."
-)
-NEGATION_RULE = (
-    '"negation": one fluent sentence that is FALSE for the image because it denies one thing the '
-    'caption says is present (an object, an attribute or an action), using "no", "not" or '
-    '"without". Keep the rest of the caption. Do not just swap a word and do not write '
-    '"It is not true that".'
-)
+PARAPHRASE_RULE = ('"paraphrase": the same meaning in different words. Keep every object, attribute, count '
+                   "and relation; add nothing, drop nothing.")
+NEGATION_RULE = ('"negation": one fluent sentence that is FALSE for the image because it denies one thing '
+                 'the caption says is present (an object, an attribute or an action), using "no", "not" '
+                 'or "without". Keep the rest of the caption. Do not just swap a word and do not write '
+                 '"It is not true that".')
 EXAMPLE_CAPTION = "A woman holding an umbrella walks past a bus stop."
 EXAMPLE_PARAPHRASE = "A woman with an umbrella is walking by a bus stop."
 EXAMPLE_NEGATION = "A woman walks past a bus stop without an umbrella."
@@ -62,34 +49,25 @@ EXAMPLE_NEGATION = "A woman walks past a bus stop without an umbrella."
 
 def json_task(rules, example_answer):
     """A system prompt that asks for one JSON object with the given rules, plus one example."""
-    return (
-        "You write training data for an image-text model. The user gives you one image caption.\n"
-        "Answer with a JSON object only, with these keys:\n"
-        + "\n".join(rules)
-        + f"\n\nExample caption: {EXAMPLE_CAPTION}\nExample answer: {json.dumps(example_answer)}"
-    )
+    rules = "\n".join(rules)
+    return ("You write training data for an image-text model. The user gives you one image caption.\n"
+            f"Answer with a JSON object only, with these keys:\n{rules}\n\n"
+            f"Example caption: {EXAMPLE_CAPTION}\nExample answer: {json.dumps(example_answer)}")
 
 
-TRIPLET_PROMPT = json_task(
-    [PARAPHRASE_RULE, NEGATION_RULE],
-    {"paraphrase": EXAMPLE_PARAPHRASE, "negation": EXAMPLE_NEGATION},
-)
+TRIPLET_PROMPT = json_task([PARAPHRASE_RULE, NEGATION_RULE],
+                           {"paraphrase": EXAMPLE_PARAPHRASE, "negation": EXAMPLE_NEGATION})
 NEGATION_PROMPT = json_task([NEGATION_RULE], {"negation": EXAMPLE_NEGATION})
-TRANSLATE_PROMPT = (
-    "Translate the user's text into {language}. Keep the meaning exactly. "
-    'Answer with a JSON object only: {{"translation": "..."}}'
-)
-VERIFY_PROMPT = (
-    "You check training data for an image-text model. The user gives you a JSON object with an "
-    'image "caption", a "paraphrase" and a "negation".\n'
-    "Answer with a JSON object only, with two true/false keys:\n"
-    '"paraphrase_ok": true if the paraphrase means exactly the same as the caption.\n'
-    '"negation_ok": true if the negation is a fluent sentence that contradicts the caption by '
-    "denying something the caption says is present."
-)
-PIVOT_LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
-                   "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "zh": "Chinese",
-                   "ja": "Japanese"}
+TRANSLATE_PROMPT = ("Translate the user's text into {language}. Keep the meaning exactly. "
+                    'Answer with a JSON object only: {{"translation": "..."}}')
+VERIFY_PROMPT = ("You check training data for an image-text model. The user gives you a JSON object with "
+                 'an image "caption", a "paraphrase" and a "negation".\n'
+                 "Answer with a JSON object only, with two true/false keys:\n"
+                 '"paraphrase_ok": true if the paraphrase means exactly the same as the caption.\n'
+                 '"negation_ok": true if the negation is a fluent sentence that contradicts the caption '
+                 "by denying something the caption says is present.")
+PIVOT_LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+                   "nl": "Dutch", "ru": "Russian", "zh": "Chinese", "ja": "Japanese"}
 
 # -----------------------------------------------------------------------------
 # Command line
@@ -101,11 +79,9 @@ parser = argparse.ArgumentParser(
   # a local llama.cpp / vLLM server, 16 requests at a time
   python gen_triplets.py --input captions.jsonl --out triplets.jsonl \\
       --base-url http://127.0.0.1:8000/v1 --model smollm2 --concurrency 16
-  # a hosted API, key in $OPENAI_API_KEY, paraphrases by back-translation through French,
-  # every pair checked by a second model
-  python gen_triplets.py --input captions.csv --out triplets.jsonl \\
-      --base-url https://api.example.com/v1 --model big --paraphrase back-translate --pivot fr \\
-      --verify --verify-model bigger
+  # a hosted API (key in $OPENAI_API_KEY), back-translation through French, pairs checked by a second model
+  python gen_triplets.py --input captions.csv --out triplets.jsonl --base-url https://api.example.com/v1 \\
+      --model big --paraphrase back-translate --pivot fr --verify --verify-model bigger
   # try the prompts on 20 captions first; rerun the same command later to resume
   python gen_triplets.py --input captions.jsonl --out triplets.jsonl --base-url URL --model M --limit 20
 
@@ -126,8 +102,7 @@ parser.add_argument("--paraphrase", choices=["rephrase", "back-translate"], defa
                     help="rephrase directly, or translate to --pivot and back (default %(default)s)")
 parser.add_argument("--pivot", choices=sorted(PIVOT_LANGUAGES), default="de",
                     help="pivot language for back-translation (default %(default)s)")
-parser.add_argument("--verify", action="store_true",
-                    help="ask a second time whether the pair is right; regenerate when not")
+parser.add_argument("--verify", action="store_true", help="ask again whether the pair is right; regenerate when not")
 parser.add_argument("--verify-model", help="model for --verify (default: --model)")
 parser.add_argument("--regenerate", type=int, default=2,
                     help="extra tries for a caption whose answer is unusable or fails --verify (default %(default)s)")
@@ -148,12 +123,8 @@ parser.add_argument("--fsync", action="store_true", help="fsync after every line
 parser.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines (default %(default)s)")
 
 
-class InputError(Exception):
-    """Bad input or set-up: one clear line on stderr and exit status 1."""
-
-
-class ServerRefused(Exception):
-    """The server refuses every request (wrong URL, model or key): stop the run."""
+class StopRun(Exception):
+    """Bad input, or a server that refuses every request: one clear line on stderr, exit status 1."""
 
 
 class RequestFailed(Exception):
@@ -165,32 +136,34 @@ class BadAnswer(Exception):
 
 
 # -----------------------------------------------------------------------------
-# Reading captions
+# Files: captions in; triplets and rejects out, as append-only JSONL logs that survive a crash
 
-def decode_utf8(path, data):
-    """Decode a file, naming the line of the first byte that is not UTF-8."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise InputError(f"{path}: line {line}: not UTF-8 (byte 0x{data[error.start]:02x}); "
-                         "save the file as UTF-8") from None
+def json_records(path, lines):
+    """(line number, object) for each non-blank line of a JSONL file; any other line stops the run."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise StopRun(f"{path}: line {number}: not valid JSON ({error}); fix or remove the line") from None
+        if not isinstance(record, dict):
+            raise StopRun(f"{path}: line {number}: expected a JSON object with image and caption")
+        yield number, record
 
 
 def check_record(path, line, record, first_line):
-    """A caption record needs an image and a non-empty caption; the id defaults to the line
-    number and must be unique, since resuming goes by id."""
+    """Image, caption and a unique id (the line number by default), since resuming goes by id."""
     for key in ("image", "caption"):
         if not isinstance(record.get(key), str):
-            raise InputError(f'{path}: line {line}: no "{key}" text; each record needs "image" and "caption"')
+            raise StopRun(f'{path}: line {line}: no "{key}" text; each record needs "image" and "caption"')
     if not record["caption"].strip():
-        raise InputError(f"{path}: line {line}: empty caption; fill it in or remove the line")
+        raise StopRun(f"{path}: line {line}: empty caption; fill it in or remove the line")
     if record.get("id") in (None, ""):
         record["id"] = line
     key = str(record["id"])
     if key in first_line:
-        raise InputError(f"{path}: line {line}: id {key} was already used on line {first_line[key]}; "
-                         "ids must be unique")
+        raise StopRun(f"{path}: line {line}: id {key} was already used on line {first_line[key]}; ids must be unique")
     first_line[key] = line
     return record
 
@@ -198,9 +171,14 @@ def check_record(path, line, record, first_line):
 def read_captions(path):
     """Caption records from JSONL or CSV, checked up front so a bad line fails before any request."""
     try:
-        text = decode_utf8(path, path.read_bytes())
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
     except OSError as error:
-        raise InputError(f"{path}: cannot read it ({error.strerror}); check --input") from None
+        raise StopRun(f"{path}: cannot read it ({error.strerror}); check --input") from None
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise StopRun(f"{path}: line {line}: not UTF-8 (byte 0x{data[error.start]:02x}); "
+                      "save the file as UTF-8") from None
     records, first_line = [], {}
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -208,59 +186,44 @@ def read_captions(path):
             header = reader.fieldnames or []
             missing = [key for key in ("image", "caption") if key not in header]
             if missing:
-                raise InputError(f"{path}: line 1: no {' or '.join(missing)} column (header: "
-                                 f"{','.join(header)}); the header needs image,caption[,id]")
+                raise StopRun(f"{path}: line 1: no {' or '.join(missing)} column (header: "
+                              f"{','.join(header)}); the header needs image,caption[,id]")
             for row in reader:
                 if None in row or None in row.values():
-                    raise InputError(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
-                                     "the header; quote fields that contain commas")
+                    raise StopRun(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
+                                  "the header; quote fields that contain commas")
                 records.append(check_record(path, reader.line_num, row, first_line))
         except csv.Error as error:
-            raise InputError(f"{path}: line {reader.line_num + 1}: bad CSV ({error}); fix the quoting "
-                             "of the record that starts there") from None
+            raise StopRun(f"{path}: line {reader.line_num + 1}: bad CSV ({error}); fix the quoting "
+                          "of the record that starts there") from None
     else:
-        for line, text_line in enumerate(text.split("\n"), start=1):
-            if not text_line.strip():
-                continue
-            try:
-                record = json.loads(text_line)
-            except ValueError as error:
-                raise InputError(f"{path}: line {line}: not valid JSON ({error}); fix or remove the line") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}: line {line}: expected a JSON object with image and caption")
+        for line, record in json_records(path, text.split("\n")):
             records.append(check_record(path, line, record, first_line))
     if not records:
-        raise InputError(f"{path}: no captions in it; check --input")
+        raise StopRun(f"{path}: no captions in it; check --input")
     return records
 
 
-# -----------------------------------------------------------------------------
-# Append-only JSONL logs (output and rejects), crash-safe
-
 def open_log(path, fsync, redact):
-    """Open a JSONL log for appending; return (write_line, ids already in it).
-
-    Each record is one write() of a whole line, so a run killed mid-write can at worst leave a
-    torn last line: it is cut off here (its caption is redone) and the file always reads cleanly."""
+    """Open a JSONL log for appending; return (write_line, ids already in it). A run killed
+    mid-write leaves at worst a torn last line: it is cut off here and its caption is redone."""
     ids = set()
     if path.exists():
         data = path.read_bytes()
         keep = data[:data.rfind(b"\n") + 1]  # a last line without its newline is torn
         lines = keep.split(b"\n")[:-1]
-        if lines and lines[-1].strip() and not parses(lines[-1]):
-            keep = keep[:len(keep) - len(lines.pop()) - 1]
+        if lines and lines[-1].strip():
+            try:
+                json.loads(lines[-1])
+            except ValueError:  # a last line that does not parse is torn too
+                keep = keep[:len(keep) - len(lines.pop()) - 1]
         if len(keep) < len(data):
             print(f"gen_triplets: {path}: line {len(lines) + 1} was cut short by an interrupted run; "
                   "removed it (its caption will be redone)", file=sys.stderr)
             os.truncate(path, len(keep))
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            if not parses(raw):
-                raise InputError(f"{path}: line {number}: not valid JSON; fix or delete that line, then rerun")
-            record = json.loads(raw)
-            if not isinstance(record, dict) or "id" not in record:
-                raise InputError(f'{path}: line {number}: no "id"; is this file an output of gen_triplets.py?')
+        for number, record in json_records(path, lines):
+            if "id" not in record:
+                raise StopRun(f'{path}: line {number}: no "id"; is this file an output of gen_triplets.py?')
             ids.add(str(record["id"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(path, "ab", buffering=0)
@@ -273,14 +236,6 @@ def open_log(path, fsync, redact):
             os.fsync(log.fileno())
 
     return write_line, ids
-
-
-def parses(raw):
-    try:
-        json.loads(raw)
-        return True
-    except ValueError:
-        return False
 
 
 # -----------------------------------------------------------------------------
@@ -297,9 +252,7 @@ class Client:
         self.args = args
         self.json_mode = True  # response_format json_object until the server refuses it
         self.lock = threading.Lock()
-        self.retries = 0
-        self.tokens = 0
-        self.regenerated = 0
+        self.retries = self.tokens = self.regenerated = 0
 
     def count(self, name, amount=1):
         with self.lock:
@@ -307,8 +260,7 @@ class Client:
 
     def post(self, body):
         """(status, headers, body bytes); transport errors propagate as OSError / HTTPException."""
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"),
-                                         headers=self.headers, method="POST")
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode("utf-8"), headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=self.args.timeout) as response:
                 return response.status, response.headers, response.read()
@@ -316,17 +268,11 @@ class Client:
             with error:
                 return error.code, error.headers, error.read()
 
-    def backoff(self, attempt, retry_after):
-        """Exponential backoff with jitter, never shorter than the server's Retry-After."""
-        delay = min(self.args.backoff_max, self.args.backoff_base * 2 ** attempt)
-        time.sleep(max(retry_after, delay * random.uniform(0.5, 1.0)))
-
     def chat(self, model, system, user):
         """The assistant's text for one exchange, retrying what a flaky server may get wrong."""
         payload = {"model": model, "temperature": self.args.temperature, "max_tokens": self.args.max_tokens,
                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
-        use_json = self.json_mode
-        attempt = 0
+        use_json, attempt = self.json_mode, 0
         while True:
             body = dict(payload, response_format={"type": "json_object"}) if use_json else payload
             retry_after = 0.0
@@ -353,12 +299,11 @@ class Client:
                     use_json = False  # this server refuses JSON mode: ask again without it
                     continue
                 elif status in (401, 403):
-                    raise ServerRefused(f"HTTP {status} from {self.url}: the server refuses the API key; "
-                                        f"put a valid key in ${self.args.api_key_env} (or name another "
-                                        "variable with --api-key-env)")
+                    raise StopRun(f"HTTP {status} from {self.url}: the server refuses the API key; put a valid "
+                                  f"key in ${self.args.api_key_env} (or name another variable with --api-key-env)")
                 elif status == 404:
-                    raise ServerRefused(f"HTTP 404 from {self.url}: check --base-url (most servers want "
-                                        f"it to end in /v1) and --model ({model}); {snippet(raw)}")
+                    raise StopRun(f"HTTP 404 from {self.url}: check --base-url (most servers want "
+                                  f"it to end in /v1) and --model ({model}); {snippet(raw)}")
                 elif status in (408, 409, 425, 429) or status >= 500:
                     problem = f"HTTP {status}: {snippet(raw)}"
                     retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -367,13 +312,14 @@ class Client:
             if attempt >= self.args.max_retries:
                 raise RequestFailed(f"{problem} (after {attempt + 1} tries)")
             self.count("retries")
-            self.backoff(attempt, retry_after)
+            delay = min(self.args.backoff_max, self.args.backoff_base * 2 ** attempt)
+            time.sleep(max(retry_after, delay * random.uniform(0.5, 1.0)))  # jitter, yet honour Retry-After
             attempt += 1
 
     def ask(self, model, system, user, keys):
         """Chat, then pull the given keys out of the JSON object in the answer."""
         answer = parse_json_object(self.chat(model, system, user))
-        answer = {str(key).lower().strip(): value for key, value in answer.items()}
+        answer = {key.lower().strip(): value for key, value in answer.items()}
         missing = [key for key in keys if key not in answer]
         if missing:
             raise BadAnswer(f"answer lacks {', '.join(missing)} (has {', '.join(answer) or 'no keys'})")
@@ -381,18 +327,15 @@ class Client:
 
 
 def snippet(raw, size=200):
-    """A short one-line excerpt of a server body, for reasons and messages."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     return " ".join(text.split())[:size]
 
 
 def parse_retry_after(value):
     """Retry-After as seconds: a number, or an HTTP date; 0 when absent or unreadable."""
-    if not value:
-        return 0.0
     try:
         return max(0.0, float(value))
-    except ValueError:
+    except (TypeError, ValueError):
         try:
             return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
@@ -401,16 +344,13 @@ def parse_retry_after(value):
 
 def parse_json_object(text):
     """The first JSON object in an answer, wherever it sits: bare, in a code fence, amid prose.
-
     strict=False accepts raw newlines inside strings, which small models often emit."""
     decoder = json.JSONDecoder(strict=False)
-    for start in (match.start() for match in re.finditer(r"\{", text)):
+    for match in re.finditer(r"\{", text):
         try:
-            value, _ = decoder.raw_decode(text, start)
+            return decoder.raw_decode(text, match.start())[0]  # it starts at "{", so it is an object
         except ValueError:
             continue
-        if isinstance(value, dict):
-            return value
     raise BadAnswer(f"no JSON object in the answer: {snippet(text, 120)!r}")
 
 
@@ -422,8 +362,7 @@ def words(text):
 
 
 def clean_text(value, name, caption):
-    """A generated sentence, on one line, checked: a non-empty string, neither the caption nor
-    the prompt's example, of a sane length."""
+    """A generated sentence on one line, checked, since small models return all sorts."""
     if not isinstance(value, str):
         raise BadAnswer(f"{name} is not text: {snippet(json.dumps(value), 80)}")
     text = " ".join(value.strip().strip("\"'").split())
@@ -436,10 +375,6 @@ def clean_text(value, name, caption):
     if not len(caption) // 4 <= len(text) <= 3 * len(caption) + 50:
         raise BadAnswer(f"{name} has {len(text)} characters for a caption of {len(caption)}")
     return text
-
-
-def is_yes(value):
-    return value is True or str(value).strip().lower() in ("true", "yes")
 
 
 def make_pair(client, args, caption):
@@ -461,40 +396,33 @@ def make_pair(client, args, caption):
     if args.verify:
         triplet = json.dumps({"caption": caption, "paraphrase": paraphrase, "negation": negation}, ensure_ascii=False)
         verdict = client.ask(args.verify_model or args.model, VERIFY_PROMPT, triplet, ("paraphrase_ok", "negation_ok"))
-        failed = [key for key, value in verdict.items() if not is_yes(value)]
+        failed = [key for key, value in verdict.items() if str(value).strip().lower() not in ("true", "yes")]
         if failed:
             raise BadAnswer(f"verifier says not {' and not '.join(failed)}")
     return paraphrase, negation
 
 
 def make_triplet(client, args, record):
-    """("out", triplet) or ("reject", record with reason); ServerRefused stops the whole run."""
+    """("out", triplet) or ("reject", record with reason); StopRun stops the whole run."""
     problems = []
     for attempt in range(1 + args.regenerate):
+        if attempt:
+            client.count("regenerated")
         try:
             paraphrase, negation = make_pair(client, args, record["caption"])
+            method = "rephrase" if args.paraphrase == "rephrase" else f"back-translate:{args.pivot}"
+            return "out", {**record, "paraphrase": paraphrase, "negation": negation, "paraphrase_method": method}
         except BadAnswer as error:
             problems.append(str(error))
-            if attempt < args.regenerate:
-                client.count("regenerated")
-            continue
         except RequestFailed as error:
             problems.append(str(error))
             break
-        method = "rephrase" if args.paraphrase == "rephrase" else f"back-translate:{args.pivot}"
-        return "out", {**record, "paraphrase": paraphrase, "negation": negation, "paraphrase_method": method}
     reason = "; ".join(f"try {number}: {problem}" for number, problem in enumerate(problems, start=1))
     return "reject", {"id": record["id"], "image": record["image"], "caption": record["caption"], "reason": reason}
 
 
 # -----------------------------------------------------------------------------
 # The run
-
-def duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
 
 def main(argv=None):
     args = parser.parse_args(argv)
@@ -506,9 +434,12 @@ def main(argv=None):
         """Blank out the API key, should a server ever echo it back."""
         return text.replace(api_key, "[api key]") if api_key else text
 
-    def say(message, stream):
-        print(redact(message), file=stream, flush=True)
+    def say(message, stream=sys.stderr):
+        print(redact(f"gen_triplets: {message}"), file=stream, flush=True)
 
+    client = Client(args, api_key)
+    pool = ThreadPoolExecutor(args.concurrency)
+    accepted = rejected = 0
     try:
         records = read_captions(args.input)
         rejects_path = args.out.with_name(args.out.name + ".rejects.jsonl")
@@ -516,22 +447,12 @@ def main(argv=None):
             rejects_path.write_bytes(b"")
         write_out, done_ids = open_log(args.out, args.fsync, redact)
         write_reject, rejected_ids = open_log(rejects_path, args.fsync, redact)
-    except InputError as error:
-        say(f"gen_triplets: {error}", sys.stderr)
-        return 1
-    finished_before = done_ids | rejected_ids
-    todo = [record for record in records if str(record["id"]) not in finished_before]
-    todo = todo[:args.limit] if args.limit is not None else todo
-    say(f"gen_triplets: {len(records)} captions, {len(done_ids)} done and {len(rejected_ids)} rejected "
-        f"before, {len(todo)} to do now", sys.stderr)
-
-    client = Client(args, api_key)
-    accepted = rejected = 0
-    start = last_progress = time.monotonic()
-    pool = ThreadPoolExecutor(args.concurrency)
-    waiting = iter(todo)
-    in_flight = set()
-    try:
+        finished_before = done_ids | rejected_ids
+        todo = [record for record in records if str(record["id"]) not in finished_before][:args.limit]
+        say(f"{len(records)} captions, {len(done_ids)} done and {len(rejected_ids)} rejected before, "
+            f"{len(todo)} to do now")
+        start = last_progress = time.monotonic()
+        waiting, in_flight = iter(todo), set()
         while True:
             for record in waiting:
                 in_flight.add(pool.submit(make_triplet, client, args, record))
@@ -553,28 +474,25 @@ def main(argv=None):
                 last_progress = now
                 count = accepted + rejected
                 rate = count / (now - start)
-                eta = duration((len(todo) - count) / rate) if rate else "?"
-                say(f"gen_triplets: {count}/{len(todo)} ({100 * count // len(todo)}%), {rate:.1f} captions/s, "
-                    f"ETA {eta}, {rejected} rejected, {client.retries} retries, "
-                    f"{client.regenerated} regenerated", sys.stderr)
-    except ServerRefused as error:
-        pool.shutdown(wait=True, cancel_futures=True)
-        say(f"gen_triplets: {error}", sys.stderr)
+                eta = timedelta(seconds=round((len(todo) - count) / rate)) if rate else "?"
+                say(f"{count}/{len(todo)} ({100 * count // len(todo)}%), {rate:.1f} captions/s, ETA {eta}, "
+                    f"{rejected} rejected, {client.retries} retries, {client.regenerated} regenerated")
+    except StopRun as error:
+        pool.shutdown(cancel_futures=True)
+        say(error)
         return 1
     except KeyboardInterrupt:
-        say(f"gen_triplets: interrupted after {accepted + rejected} captions; rerun the same command "
-            "to resume", sys.stderr)
+        say(f"interrupted after {accepted + rejected} captions; rerun the same command to resume")
         os._exit(130)  # do not wait for the requests in flight; every written line is complete
     pool.shutdown()
 
     elapsed = time.monotonic() - start
     rejects_total = len(rejected_ids) + rejected
-    say(f"gen_triplets: this run: {accepted} done, {rejected} rejected in {elapsed:.1f} s "
+    say(f"this run: {accepted} done, {rejected} rejected in {elapsed:.1f} s "
         f"({(accepted + rejected) / max(elapsed, 1e-9):.1f} captions/s); {client.retries} requests retried, "
         f"{client.regenerated} answers regenerated, {client.tokens} tokens used", sys.stdout)
-    say(f"gen_triplets: in total {len(done_ids) + accepted} triplets in {args.out}, {rejects_total} rejects in "
-        f"{rejects_path}{' (see their reason; --retry-rejects tries them again)' if rejects_total else ''}",
-        sys.stdout)
+    say(f"in total {len(done_ids) + accepted} triplets in {args.out}, {rejects_total} rejects in {rejects_path}"
+        f"{' (see their reason; --retry-rejects tries them again)' if rejects_total else ''}", sys.stdout)
     return 3 if rejects_total and not args.allow_rejects else 0
 
 

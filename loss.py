@@ -1,16 +1,18 @@
-"""SemCLIP's losses, from scratch.
+"""SemCLIP's loss, from scratch, in the order a student learns it.
 
 SemCLIP (Ngan, Sadeghi Afgeh, Townsend, d'Avila Garcez, arXiv 2511.16527) trains CLIP on
 caption triplets (original t, paraphrase t+, negation t-) with CLIP's contrastive loss plus two
-text-side terms measured in a small projection subspace. This file reads top to bottom:
+text-side terms measured in a small projection subspace:
 
   1. contrastive_loss_reference    CLIP's loss in a few lines: the definition.
-  2. contrastive_loss              the same numbers without ever holding the N x M logits:
-                                   a tiled autograd.Function with a hand-written backward.
-  3. gather_features,              the same loss across processes (torchrun), each process
-     distributed_contrastive_loss  computing its own rows against the global batch.
-  4. sigmoid_loss                  SigLIP's per-pair alternative to the softmax (an option).
-  5. SemCLIPLoss, LOSS_VARIANTS    the paper's loss and the ablations train.py --loss selects.
+  2. SemCLIPLoss, LOSS_VARIANTS    the paper: L_clip + L_para + L_neg, and the ablations
+                                   train.py --loss selects.
+  3. contrastive_loss              the engineering: CLIP's loss without ever holding the N x M
+                                   logits, a tiled autograd.Function with a hand-written backward
+                                   (impl="triton": the fused GPU kernel in loss_triton.py).
+  4. distributed_contrastive_loss  the same loss across processes (torchrun), each process
+                                   computing its own rows against the global batch.
+  5. sigmoid_loss                  SigLIP's per-pair alternative to the softmax (an option).
 
 All embeddings are L2-normalised rows ([N, D], what CLIP.encode_image / encode_text return);
 `logit_scale` is the multiplier itself (the model's parameter already exp'd and clamped).
@@ -29,6 +31,18 @@ from torch.nn.utils import parametrizations
 # ---------------------------------------------------------------------------------------------
 
 
+def one_way_contrastive_loss_reference(queries, keys, logit_scale, positive_offset=0):
+    """Mean over rows i of cross_entropy(s * q_i K^T, target positive_offset + i).
+
+    queries [N, D] against keys [M, D], M >= positive_offset + N: one direction of CLIP's loss.
+    """
+    # logits[i, j] = s * <q_i, k_j>
+    logits = logit_scale * queries @ keys.t()
+    labels = positive_offset + torch.arange(queries.shape[0], device=logits.device)
+    # L = 1/N sum_i -log softmax_j(logits[i, :])[o + i]
+    return F.cross_entropy(logits, labels)
+
+
 def contrastive_loss_reference(image_features, text_features, logit_scale, chunk_size=None):
     """CLIP's symmetric InfoNCE with F.cross_entropy. Materialises the N x M logits.
 
@@ -37,22 +51,155 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
     accepted for the shared signature and ignored.
     """
     n = image_features.shape[0]
-    # logits[i, j] = s * <x_i, y_j>
-    logits = logit_scale * image_features @ text_features.t()
-    labels = torch.arange(n, device=logits.device)
-    # L_clip = 1/2 (1/N sum_i -log softmax_j(logits[i, :])[i] + 1/N sum_j -log softmax_i(logits[:, j])[j])
-    image_to_text = F.cross_entropy(logits, labels)
-    text_to_image = F.cross_entropy(logits[:, :n].t(), labels)
+    # L_clip = 1/2 (CE(image -> all M texts) + CE(first N texts -> images))
+    image_to_text = one_way_contrastive_loss_reference(image_features, text_features, logit_scale)
+    text_to_image = one_way_contrastive_loss_reference(text_features[:n], image_features, logit_scale)
     return 0.5 * (image_to_text + text_to_image)
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. The same loss, fused and tiled
+# 2. SemCLIP
+# ---------------------------------------------------------------------------------------------
+#
+#   p(x)    = normalize(B x)                     B: K x D, orthonormal rows (K = 2, fixed random)
+#   L_clip  = CLIP's loss on (image, original caption) pairs (section 1)
+#   L_para  = mean(1 - cos(p(t), p(t+)))         pull paraphrases onto the original
+#   L_neg   = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
+#   L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
+
+
+# train.py --loss NAME builds SemCLIPLoss(embed_dim, **LOSS_VARIANTS[NAME])
+LOSS_VARIANTS = {
+    # SemCLIP (arXiv 2511.16527): contrastive + paraphrase + negation terms
+    "semclip": {},
+    # CLIP (Radford et al. 2021): the contrastive term alone
+    "clip": {"paraphrase_weight": 0.0, "negation_weight": 0.0},
+    # NegCLIP (Yuksekgonul et al. 2023) / CoN-CLIP text side (Singh et al. 2024): negated
+    # captions as hard negatives in the contrastive term, no projection terms
+    "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
+    # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
+    "siglip": {"contrastive": "sigmoid"},
+}
+
+
+
+class SemCLIPLoss(nn.Module):
+    """L_total = (a L_clip + b L_para + c L_neg) / (a + b + c), a, b, c = the three weights.
+
+    forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
+    of the images, original captions t, paraphrases t+ and negations t-, and returns a dict of
+    scalar tensors: "loss" and one entry per term. Every term is reported, weighted or not; a
+    term whose texts were passed as None reports NaN (not measured), which is only allowed at
+    weight 0. `texts` names the text fields the weighted terms need.
+
+    contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
+    (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
+    too (also needed for learnable_projections). Under torchrun every term is this process's
+    share of the global-batch loss (section 4). contrastive_impl picks how L_clip is computed
+    ("auto", "triton", "tiled", "reference"; section 3): the same numbers every way.
+
+    Where the SemCLIP authors' code departs from the equations, this follows the equations:
+    their CLIP term receives un-normalised features and a freshly added, unclamped logit scale;
+    here it gets the model's unit embeddings and the model's (clamped) logit scale.
+    """
+
+    # the optional text fields forward() takes after the caption, in order
+    TEXT_FIELDS = ("paraphrase", "negation")
+
+    def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
+                 num_projections=2, learnable_projections=False, normalize_projections=True,
+                 negatives_in_contrastive=False, seed=0, contrastive="softmax", contrastive_impl="auto"):
+        super().__init__()
+        if contrastive_weight + paraphrase_weight + negation_weight <= 0:
+            raise ValueError("the loss weights must have a positive sum")
+        if contrastive not in ("softmax", "sigmoid"):
+            raise ValueError(f"contrastive must be 'softmax' or 'sigmoid', not {contrastive!r}")
+        check_impl(contrastive_impl)
+        self.weights = {"contrastive": contrastive_weight, "paraphrase": paraphrase_weight,
+                        "negation": negation_weight}
+        self.normalize_projections = normalize_projections
+        self.negatives_in_contrastive = negatives_in_contrastive
+        self.contrastive, self.contrastive_impl = contrastive, contrastive_impl
+        # B: K x D with orthonormal rows, a random K-dimensional subspace fixed by the seed
+        # (QR of a Gaussian matrix). K = 1 makes cos(p(t), p(t')) a mere sign, with no
+        # gradient: use K >= 2.
+        gaussian = torch.randn(embed_dim, num_projections, generator=torch.Generator().manual_seed(seed))
+        basis = torch.linalg.qr(gaussian).Q.t().contiguous()
+        if learnable_projections:
+            # learnable B stays orthonormal: `basis` is recomputed from an unconstrained
+            # parameter through an orthogonal parametrization (initialised to the same B)
+            self.basis = nn.Parameter(basis)
+            parametrizations.orthogonal(self, "basis")
+        else:
+            self.register_buffer("basis", basis)
+        if contrastive == "sigmoid":
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    def term_texts(self):
+        """The text fields each term reads besides the caption."""
+        return {"contrastive": ("negation",) if self.negatives_in_contrastive else (),
+                "paraphrase": ("paraphrase",), "negation": ("negation",)}
+
+    @property
+    def texts(self):
+        """The text fields the weighted terms train on: what the training data must have."""
+        used = {field for name, fields in self.term_texts().items() if self.weights[name] != 0 for field in fields}
+        return tuple(field for field in self.TEXT_FIELDS if field in used)
+
+    def project(self, embeddings):
+        # p(x) = normalize(B x). Only the subspace matters: p(x) . p(y) is unchanged by any
+        # rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
+        # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
+        # the flag changes nothing: their cosine loss normalises either way.)
+        projections = embeddings @ self.basis.t()
+        return F.normalize(projections, dim=-1) if self.normalize_projections else projections
+
+    def projected_cosine(self, a, b):
+        """cos(p(a), p(b)) per row; NaN where b was not given (the term is then not measured)."""
+        if b is None:
+            return a.new_full(a.shape[:1], float("nan"))
+        return (self.project(a) * self.project(b)).sum(-1)
+
+    def contrastive_term(self, image, text, negation, logit_scale):
+        if self.negatives_in_contrastive and negation is None:
+            return image.new_full((), float("nan"))
+        negation = negation if self.negatives_in_contrastive else None
+        if self.contrastive == "softmax":
+            return distributed_contrastive_loss(image, text, logit_scale, negation, impl=self.contrastive_impl)
+        columns = [text] if negation is None else [text, negation]
+        keys = torch.cat([gather_features(c) for c in columns])
+        offset = _rank_and_world_size()[0] * image.shape[0]
+        return sigmoid_loss(image, keys, logit_scale, self.logit_bias, offset)
+
+    def weighted_mean(self, terms, given):
+        """(sum_k w_k L_k) / (sum_k w_k). A weight-0 term is only reported (NaN where its texts
+        were not given); a weighted term must have its texts."""
+        for name, fields in self.term_texts().items():
+            missing = [field for field in fields if given[field] is None]
+            if missing and self.weights[name] != 0:
+                raise ValueError(f"SemCLIPLoss: the {name} term (weight {self.weights[name]}) needs "
+                                 f"{missing[0]} embeddings, which were passed as None")
+        return sum(w * terms[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
+
+    def forward(self, image, text, paraphrase, negation, logit_scale):
+        # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives
+        l_clip = self.contrastive_term(image, text, negation, logit_scale)
+        # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
+        l_para = (1 - self.projected_cosine(text, paraphrase)).mean()
+        # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
+        l_neg = F.relu(self.projected_cosine(text, negation)).mean()
+        # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
+        terms = {"contrastive": l_clip, "paraphrase": l_para, "negation": l_neg}
+        return {"loss": self.weighted_mean(terms, {"paraphrase": paraphrase, "negation": negation}), **terms}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The same loss, fused and tiled
 # ---------------------------------------------------------------------------------------------
 #
 # Notation: queries Q [N, D] (images), keys K [M, D] (texts), scale s, logits S = s Q K^T.
 # Row i's positive is column o + i (o = positive_offset: 0 on one process, rank * N_local for
-# the local rows of one process among many, see section 3).
+# the local rows of one process among many, see section 4).
 #
 #   row term     L_row = 1/N sum_i (lse_i - S[i, o+i]),     lse_i  = log sum_{j<M} exp S[i, j]
 #   column term  L_col = 1/N sum_j (lse'_j - S[j, j]),      lse'_j = log sum_{i<N} exp S[i, j],  j < N
@@ -167,34 +314,63 @@ class TiledContrastiveLoss(torch.autograd.Function):
         return grad_q.to(queries.dtype), grad_k.to(keys.dtype), grad_scale, None, None, None
 
 
-def _as_tensor(logit_scale, like):
-    return logit_scale if torch.is_tensor(logit_scale) else torch.tensor(logit_scale, device=like.device)
+IMPLEMENTATIONS = ("auto", "triton", "tiled", "reference")
 
 
-def contrastive_loss(image_features, text_features, logit_scale, chunk_size=None):
+def check_impl(impl):
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}, not {impl!r}")
+
+
+def triton_available() -> bool:
+    try:
+        import loss_triton  # noqa: F401  (needs the triton package)
+    except ImportError:
+        return False
+    return True
+
+
+def _contrastive(queries, keys, logit_scale, positive_offset, symmetric, chunk_size, impl):
+    """Dispatch one contrastive loss to an implementation; all give the same numbers.
+
+    auto: the Triton kernel on CUDA when triton imports, the tiled op everywhere else."""
+    check_impl(impl)
+    scale = logit_scale if torch.is_tensor(logit_scale) else torch.tensor(logit_scale, device=queries.device)
+    if impl == "auto":
+        impl = "triton" if queries.is_cuda and triton_available() else "tiled"
+    if impl == "reference":
+        if symmetric:
+            return contrastive_loss_reference(queries, keys, scale)
+        return one_way_contrastive_loss_reference(queries, keys, scale, positive_offset)
+    if impl == "triton":
+        from loss_triton import TritonContrastiveLoss
+        return TritonContrastiveLoss.apply(queries, keys, scale, positive_offset, symmetric)
+    return TiledContrastiveLoss.apply(queries, keys, scale, positive_offset, symmetric, chunk_size)
+
+
+def contrastive_loss(image_features, text_features, logit_scale, chunk_size=None, impl="auto"):
     """CLIP's symmetric InfoNCE, fused: same signature and value as contrastive_loss_reference.
 
     image_features [N, D], text_features [M, D], M >= N; row i's positive is column i; columns
     N..M-1 are extra image->text negatives. Memory O((N + M) * chunk_size) instead of O(N * M);
     chunk_size=None picks `TILE_ELEMENTS[device] // M` rows per tile. Returns an fp32 scalar (float64 for
     float64 input) whatever the feature dtype; gradients come back in the features' dtypes.
+    impl: "auto" (Triton on CUDA, tiled elsewhere), "triton", "tiled" or "reference".
     """
-    scale = _as_tensor(logit_scale, image_features)
-    return TiledContrastiveLoss.apply(image_features, text_features, scale, 0, True, chunk_size)
+    return _contrastive(image_features, text_features, logit_scale, 0, True, chunk_size, impl)
 
 
-def one_way_contrastive_loss(queries, keys, logit_scale, positive_offset=0, chunk_size=None):
+def one_way_contrastive_loss(queries, keys, logit_scale, positive_offset=0, chunk_size=None, impl="auto"):
     """Mean over rows i of cross_entropy(s * q_i K^T, target positive_offset + i), fused.
 
     One direction of CLIP's loss: queries [N, D] against keys [M, D], M >= positive_offset + N.
     The building block of the multi-process loss below.
     """
-    scale = _as_tensor(logit_scale, queries)
-    return TiledContrastiveLoss.apply(queries, keys, scale, positive_offset, False, chunk_size)
+    return _contrastive(queries, keys, logit_scale, positive_offset, False, chunk_size, impl)
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Many processes: every process computes its own rows against the global batch
+# 4. Many processes: every process computes its own rows against the global batch
 # ---------------------------------------------------------------------------------------------
 #
 # With W processes of n samples each, process r holds images I_r, texts T_r (and negations).
@@ -223,7 +399,8 @@ def gather_features(features):
     return torch.cat(all_gather(features), dim=0)
 
 
-def distributed_contrastive_loss(image_local, text_local, logit_scale, negation_local=None, chunk_size=None):
+def distributed_contrastive_loss(image_local, text_local, logit_scale, negation_local=None, chunk_size=None,
+                                 impl="auto"):
     """This process's share of CLIP's loss over the global batch (every process: same n).
 
     Average it over processes (DDP does, by averaging gradients) to get contrastive_loss on the
@@ -233,16 +410,17 @@ def distributed_contrastive_loss(image_local, text_local, logit_scale, negation_
     rank, world_size = _rank_and_world_size()
     columns = [text_local] if negation_local is None else [text_local, negation_local]
     if world_size == 1:
-        return contrastive_loss(image_local, torch.cat(columns), logit_scale, chunk_size)
+        return contrastive_loss(image_local, torch.cat(columns), logit_scale, chunk_size, impl)
     keys = torch.cat([gather_features(c) for c in columns])
     offset = rank * image_local.shape[0]
-    image_to_text = one_way_contrastive_loss(image_local, keys, logit_scale, offset, chunk_size)
-    text_to_image = one_way_contrastive_loss(text_local, gather_features(image_local), logit_scale, offset, chunk_size)
+    image_to_text = one_way_contrastive_loss(image_local, keys, logit_scale, offset, chunk_size, impl)
+    text_to_image = one_way_contrastive_loss(text_local, gather_features(image_local), logit_scale, offset,
+                                             chunk_size, impl)
     return 0.5 * (image_to_text + text_to_image)
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. SigLIP's sigmoid loss (Zhai et al., "Sigmoid Loss for Language Image Pre-Training", 2023)
+# 5. SigLIP's sigmoid loss (Zhai et al., "Sigmoid Loss for Language Image Pre-Training", 2023)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -258,114 +436,3 @@ def sigmoid_loss(image_features, text_features, logit_scale, logit_bias, positiv
     signs[:, positive_offset:positive_offset + n].diagonal().fill_(1.0)
     # L_sig = -1/N sum_i sum_j log sigmoid(z[i, j] * (s <x_i, y_j> + b))
     return -F.logsigmoid(signs * logits).sum() / n
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. SemCLIP
-# ---------------------------------------------------------------------------------------------
-
-# train.py --loss NAME builds SemCLIPLoss(embed_dim, **LOSS_VARIANTS[NAME])
-LOSS_VARIANTS = {
-    # SemCLIP (arXiv 2511.16527): contrastive + paraphrase + negation terms
-    "semclip": {},
-    # CLIP (Radford et al. 2021): the contrastive term alone
-    "clip": {"paraphrase_weight": 0.0, "negation_weight": 0.0},
-    # NegCLIP (Yuksekgonul et al. 2023) / CoN-CLIP text side (Singh et al. 2024): negated
-    # captions as hard negatives in the contrastive term, no projection terms
-    "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
-    # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
-    "siglip": {"contrastive": "sigmoid"},
-}
-
-
-class SemCLIPLoss(nn.Module):
-    """L_total = (a L_clip + b L_para + c L_neg) / (a + b + c), a, b, c = the three weights.
-
-    forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
-    of the images, original captions t, paraphrases t+ and negations t-, and returns a dict of
-    scalar tensors "loss", "contrastive", "paraphrase", "negation". A term whose weight is 0 is
-    still computed, for logging, but under no_grad: it is detached and costs no backward. Its
-    embeddings may then be None (the term reports NaN).
-
-    contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
-    (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
-    too (also needed for learnable_projections). Under torchrun every term is this process's
-    share of the global-batch loss (section 3).
-
-    Where the SemCLIP authors' code departs from the equations, this follows the equations:
-    their CLIP term receives un-normalised features and a freshly added, unclamped logit scale;
-    here it gets the model's unit embeddings and the model's (clamped) logit scale.
-    """
-
-    def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
-                 num_projections=2, learnable_projections=False, normalize_projections=True,
-                 negatives_in_contrastive=False, seed=0, contrastive="softmax"):
-        super().__init__()
-        if contrastive_weight + paraphrase_weight + negation_weight <= 0:
-            raise ValueError("the loss weights must have a positive sum")
-        if contrastive not in ("softmax", "sigmoid"):
-            raise ValueError(f"contrastive must be 'softmax' or 'sigmoid', not {contrastive!r}")
-        self.weights = {"contrastive": contrastive_weight, "paraphrase": paraphrase_weight,
-                        "negation": negation_weight}
-        self.normalize_projections = normalize_projections
-        self.negatives_in_contrastive = negatives_in_contrastive
-        self.contrastive = contrastive
-        # B: K x D with orthonormal rows, a random K-dimensional subspace fixed by the seed
-        # (QR of a Gaussian matrix). K = 1 makes cos(p(t), p(t')) a mere sign, with no
-        # gradient: use K >= 2.
-        gaussian = torch.randn(embed_dim, num_projections, generator=torch.Generator().manual_seed(seed))
-        basis = torch.linalg.qr(gaussian).Q.t().contiguous()
-        if learnable_projections:
-            # learnable B stays orthonormal: `basis` is recomputed from an unconstrained
-            # parameter through an orthogonal parametrization (initialised to the same B)
-            self.basis = nn.Parameter(basis)
-            parametrizations.orthogonal(self, "basis")
-        else:
-            self.register_buffer("basis", basis)
-        if contrastive == "sigmoid":
-            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
-
-    def project(self, embeddings):
-        # p(x) = normalize(B x). Only the subspace matters: p(x) . p(y) is unchanged by any
-        # rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
-        # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
-        # the flag changes nothing: their cosine loss normalises either way.)
-        projections = embeddings @ self.basis.t()
-        return F.normalize(projections, dim=-1) if self.normalize_projections else projections
-
-    def contrastive_term(self, image, text, negation, logit_scale):
-        negation = negation if self.negatives_in_contrastive else None
-        if self.contrastive == "softmax":
-            return distributed_contrastive_loss(image, text, logit_scale, negation)
-        columns = [text] if negation is None else [text, negation]
-        keys = torch.cat([gather_features(c) for c in columns])
-        offset = _rank_and_world_size()[0] * image.shape[0]
-        return sigmoid_loss(image, keys, logit_scale, self.logit_bias, offset)
-
-    def forward(self, image, text, paraphrase, negation, logit_scale):
-        p_text = self.project(text)
-        terms = {
-            # L_clip on (image, original caption) pairs, negations as extra negatives if asked
-            "contrastive": lambda: self.contrastive_term(image, text, negation, logit_scale),
-            # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
-            "paraphrase": lambda: (1 - (p_text * self.project(paraphrase)).sum(-1)).mean(),
-            # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
-            "negation": lambda: F.relu((p_text * self.project(negation)).sum(-1)).mean(),
-        }
-        # a term whose embeddings are None (data without paraphrases, say) must have weight 0,
-        # and reports NaN: not measured
-        missing = {"contrastive": self.negatives_in_contrastive and negation is None,
-                   "paraphrase": paraphrase is None, "negation": negation is None}
-        out = {}
-        for name, compute in terms.items():
-            if missing[name]:
-                if self.weights[name] != 0:
-                    raise ValueError(f"SemCLIPLoss: the {name} term (weight {self.weights[name]}) "
-                                     f"needs embeddings that were passed as None")
-                out[name] = image.new_full((), float("nan"))
-                continue
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.weights[name] != 0):
-                out[name] = compute()
-        # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
-        out["loss"] = sum(w * out[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
-        return out

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import DataError
+from errors import DataError
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ModelConfig:
     text_heads: int = 4
     context_length: int = 32
     vocab_size: int = 100277  # tiktoken cl100k_base, special tokens included
+    eot_token: int = 100257  # the tokenizer's end-of-text id, where the text encoder pools
     embed_dim: int = 96
     activation: str = "gelu"  # "quick_gelu" for OpenAI's published weights
 
@@ -173,10 +174,10 @@ class CLIP(nn.Module):
     def encode_text(self, tokens):
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         x = self.ln_final(self.transformer(x))
-        # Pool at the end-of-text token: it has the largest id in both tokenizers
-        # (cl100k_base's <|endoftext|> and CLIP's <end_of_text>), and causal attention means
-        # it has seen the whole caption and nothing after it.
-        pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        # Pool at the (first) end-of-text token: causal attention means it has seen the whole
+        # caption and nothing after it.
+        end = (tokens == self.config.eot_token).int().argmax(dim=-1)
+        pooled = x[torch.arange(x.shape[0], device=x.device), end]
         return F.normalize(pooled @ self.text_projection, dim=-1)
 
     def forward(self, images, tokens):
@@ -239,6 +240,7 @@ def infer_config(state: dict, activation: str, source: str) -> ModelConfig:
                            vision_layers=depth("visual.transformer."), vision_heads=vision_width // 64,
                            text_width=text_width, text_layers=depth("transformer."), text_heads=text_width // 64,
                            context_length=state["positional_embedding"].shape[0], vocab_size=vocab_size,
+                           eot_token=vocab_size - 1,  # CLIP's <end_of_text> is its last id
                            embed_dim=state["text_projection"].shape[1], activation=activation)
     except KeyError as missing:
         raise DataError(f"{source}: not CLIP ViT weights: no tensor {missing}") from None

@@ -23,22 +23,23 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import (DEFAULT_SYNTH_DIR, DataError, EpochBatches, TripletDataset, make_collate, read_triplets,
-                  run_cli, write_synth)
+from data import EpochBatches, TripletDataset, make_collate, read_triplets
+from errors import DataError, run_cli
 from eval import default_device, evaluate_synth, format_table
-from loss import LOSS_VARIANTS, SemCLIPLoss
+from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint
+from synth import DEFAULT_SYNTH_DIR, write_synth
 
-# The data keys each --loss trains on (the variants themselves are loss.LOSS_VARIANTS).
-REQUIRED_KEYS = {"semclip": ("paraphrase", "negation"), "siglip": ("paraphrase", "negation"),
-                 "clip": (), "negclip": ("negation",)}
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the weights were not updated with it."""
 
 
 def parse_args(argv=None):
@@ -77,6 +78,10 @@ def parse_args(argv=None):
     model.add_argument("--num-projections", type=int, default=2, help="K, rows of the projection basis")
     model.add_argument("--learnable-projections", action="store_true", help="learn the basis (default: fixed)")
     model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
+    model.add_argument("--contrastive-impl", choices=IMPLEMENTATIONS, default="auto",
+                       help="how L_clip is computed: reference (plain F.cross_entropy, to check the others), "
+                            "tiled (fused, hand-written backward), triton (fused GPU kernel), auto (triton "
+                            "on CUDA, tiled elsewhere); the same numbers every way (default: %(default)s)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, default=128, help="global batch, all processes and "
                                                                      "micro-batches together (default: %(default)s)")
@@ -120,6 +125,9 @@ def parse_args(argv=None):
     return args
 
 
+# ----------------------------------------------------------------------------- processes
+
+
 def setup_distributed(args):
     """(rank, world size, device). Under torchrun: one process group, NCCL on CUDA, gloo on CPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -132,12 +140,61 @@ def setup_distributed(args):
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def average_gradients(params, world_size: int):
+    """What DDP does after backward, in one all-reduce: every process ends with the mean gradient
+    (the gradient of the global-batch loss, since the loss is each process's share)."""
+    if world_size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads]).div_(world_size)
+    dist.all_reduce(flat)
+    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(average.view_as(grad))
+
+
+def average_over_processes(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The mean of `values` over processes (the global-batch loss terms, so all processes stop together)."""
+    if world_size > 1:
+        dist.all_reduce(values.div_(world_size))
+    return values
+
+
+class RankShard(torch.utils.data.Sampler):
+    """This process's contiguous block of every global batch: rank r of W takes rows r*b..(r+1)*b-1,
+    the order in which loss.gather_features concatenates features (positives at r*b + i)."""
+
+    def __init__(self, batches: EpochBatches, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self):
+        for batch in self.batches:
+            block = len(batch) // self.world_size
+            yield batch[self.rank * block:(self.rank + 1) * block]
+
+
+# ----------------------------------------------------------------------------- model, loss, optimizer
+
+
+def build_model(args, device):
+    """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume, from
+    --init, else a fresh --model preset."""
+    ckpt_path = args.out / "ckpt.pt"
+    if args.resume and not ckpt_path.is_file():
+        raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
+    source = ckpt_path if args.resume else args.init
+    if source is None:
+        return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
+    model, ckpt = load_checkpoint(source)
+    return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
+
+
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
     settings = {"paraphrase_weight": args.paraphrase_weight, "negation_weight": args.negation_weight,
                 **LOSS_VARIANTS[args.loss]}
     return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight,
                        num_projections=args.num_projections, learnable_projections=args.learnable_projections,
-                       normalize_projections=not args.no_normalize_projections, seed=args.seed, **settings)
+                       normalize_projections=not args.no_normalize_projections, seed=args.seed,
+                       contrastive_impl=args.contrastive_impl, **settings)
 
 
 def trainable_parameters(model, loss_fn):
@@ -156,67 +213,74 @@ def build_optimizer(args, model, loss_fn):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
 
-def learning_rate(step: int, args) -> float:
-    """Linear warm-up to --lr, then cosine decay to zero at the last step."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.total_steps - args.warmup)
-    return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to the peak, then cosine decay to zero at the last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def encode(forward, images, captions, paraphrases, negations, autocast):
-    """[image, caption, paraphrase, negation] embeddings in fp32 (None for texts not given).
+# ----------------------------------------------------------------------------- one step
 
-    All texts go through the text tower in one pass: one matmul chain instead of three.
+
+def encode(forward, images, captions, *texts, autocast=nullcontext()):
+    """[image, caption, *texts] embeddings in fp32 (None for texts not given).
+
+    All texts go through the text tower in one pass: one matmul chain instead of several.
     """
-    texts = [t for t in (captions, paraphrases, negations) if t is not None]
-    width = max(t.shape[1] for t in texts)
+    given = [t for t in (captions, *texts) if t is not None]
+    width = max(t.shape[1] for t in given)
     with autocast:
-        image, text, _ = forward(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+        image, text, _ = forward(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in given]))
     text = iter(text.float().split(len(captions)))
-    return [image.float()] + [None if t is None else next(text) for t in (captions, paraphrases, negations)]
+    return [image.float()] + [None if t is None else next(text) for t in (captions, *texts)]
+
+
+def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast):
+    """The loss over the whole batch with the activation memory of one micro-batch: gradient
+    caching (GradCache, Gao et al. 2021; open_clip's --accum-freq).
+
+    Plain gradient accumulation would give each micro-batch only its own b - 1 negatives, a
+    different and weaker loss. Instead: (1) embed all K micro-batches without a graph, (2) compute
+    the loss over the whole batch on those cached embeddings and backpropagate it to them (and to
+    the logit scale and the loss's own parameters, once), (3) re-embed each micro-batch with a
+    graph and backpropagate its slice of the cached embedding gradients. Same loss and gradients
+    as one batch of K x b; one extra forward pass.
+    """
+    micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
+    # (1) embeddings of every micro-batch, no graph
+    with torch.no_grad():
+        cached = [encode(forward, *micro, autocast=autocast) for micro in micro_batches]
+    # (2) the loss over the whole batch, backpropagated to the cached embeddings
+    features = [None if parts[0] is None else torch.cat(parts).requires_grad_() for parts in zip(*cached)]
+    terms = loss_fn(*features, logit_scale.exp())
+    terms["loss"].backward()
+    # (3) each micro-batch again, with a graph, backpropagating its slice of those gradients
+    for k, micro in enumerate(micro_batches):
+        embeddings, gradients = [], []
+        for embedding, cache in zip(encode(forward, *micro, autocast=autocast), features):
+            if embedding is not None and embedding.requires_grad and cache.grad is not None:
+                embeddings.append(embedding)
+                gradients.append(cache.grad.chunk(accum_steps)[k])
+        torch.autograd.backward(embeddings, gradients)
+    return terms
 
 
 def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext()):
     """Forward and backward of this process's share of one global batch; returns the loss terms.
 
-    batch = (images, captions, paraphrases or None, negations or None). With accum_steps K > 1,
-    gradient caching (GradCache, Gao et al. 2021; open_clip's --accum-freq): plain gradient
-    accumulation would give each micro-batch only its own b - 1 negatives, a different and
-    weaker loss. Instead: (1) embed all K micro-batches without a graph, (2) compute the loss
-    over the whole batch on those cached embeddings and backpropagate it to them (and to the
-    logit scale and the loss's own parameters, once), (3) re-embed each micro-batch with a graph
-    and backpropagate its slice of the cached embedding gradients. Same loss and gradients as
-    one batch of K x b; activation memory of one micro-batch; one extra forward pass.
+    batch = (images, captions, *texts): one token tensor (or None) per loss_fn.TEXT_FIELDS.
     """
     if accum_steps == 1:
-        terms = loss_fn(*encode(forward, *batch, autocast), logit_scale.exp())
+        terms = loss_fn(*encode(forward, *batch, autocast=autocast), logit_scale.exp())
         terms["loss"].backward()
-        return {name: value.detach() for name, value in terms.items()}
-    micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
-    with torch.no_grad():
-        cached = [encode(forward, *micro, autocast) for micro in micro_batches]
-    features = [None if parts[0] is None else torch.cat(parts).requires_grad_() for parts in zip(*cached)]
-    terms = loss_fn(*features, logit_scale.exp())
-    terms["loss"].backward()
-    for k, micro in enumerate(micro_batches):
-        pairs = [(embedding, cache.grad.chunk(accum_steps)[k])
-                 for embedding, cache in zip(encode(forward, *micro, autocast), features)
-                 if embedding is not None and embedding.requires_grad and cache.grad is not None]
-        torch.autograd.backward(*zip(*pairs))
+    else:
+        terms = cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
     return {name: value.detach() for name, value in terms.items()}
 
 
-def average_gradients(params, world_size: int):
-    """What DDP does after backward, in one all-reduce: every process ends with the mean gradient
-    (the gradient of the global-batch loss, since the loss is each process's share)."""
-    if world_size == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads]).div_(world_size)
-    dist.all_reduce(flat)
-    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(average.view_as(grad))
+# ----------------------------------------------------------------------------- checkpoints and data
 
 
 def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer):
@@ -225,7 +289,7 @@ def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args,
     state = {
         "model_config": asdict(model.config), "tokenizer": tokenizer, "model": model.state_dict(),
         "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": json_args(args),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
@@ -241,6 +305,10 @@ def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args,
         old.unlink()
 
 
+def json_args(args) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def resolve_data(args, rank: int):
     """The training file, writing the synthetic world first (rank 0, once) when no --data is given."""
     if args.data is not None:
@@ -253,141 +321,141 @@ def resolve_data(args, rank: int):
     return args.synth_dir / "train.jsonl"
 
 
-def build_model(args, device):
-    """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume, from
-    --init, else a fresh --model preset."""
-    ckpt_path = args.out / "ckpt.pt"
-    if args.resume and not ckpt_path.is_file():
-        raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
-    source = ckpt_path if args.resume else args.init
-    if source is None:
-        return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
-    model, ckpt = load_checkpoint(source)
-    return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
+# ----------------------------------------------------------------------------- the run
 
 
-class RankShard(torch.utils.data.Sampler):
-    """This process's contiguous block of every global batch: rank r of W takes rows r*b..(r+1)*b-1,
-    the order in which loss.gather_features concatenates features (positives at r*b + i)."""
+@dataclass
+class Run:
+    """What a run is settled on before its first step."""
+    rank: int
+    world_size: int
+    device: torch.device
+    model: CLIP
+    tokenizer: str
+    loss_fn: SemCLIPLoss
+    dataset: TripletDataset
+    total_steps: int
+    resume_from: dict = None  # the checkpoint of --resume
 
-    def __init__(self, batches: EpochBatches, rank: int, world_size: int):
-        self.batches, self.rank, self.world_size = batches, rank, world_size
 
-    def __iter__(self):
-        for batch in self.batches:
-            block = len(batch) // self.world_size
-            yield batch[self.rank * block:(self.rank + 1) * block]
-
-
-def train(args):
-    """Train per `args`; returns (model, tokenizer name), or (None, None) on ranks other than 0."""
+def prepare(args) -> Run:
+    """Processes, model, loss, data (checked for the texts the loss needs) and the step count."""
     rank, world_size, device = setup_distributed(args)
     torch.manual_seed(args.seed)
     model, tokenizer, ckpt = build_model(args, device)
-    config = model.config
-    records = read_triplets(resolve_data(args, rank), required=REQUIRED_KEYS[args.loss])
-    dataset = TripletDataset(records, config.image_size, train=True)
+    loss_fn = build_loss(args, model.config.embed_dim).to(device)
+    records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
+    # every text field the data has is encoded, so the loss logs its terms even at weight 0
+    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
+    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields)
     steps_per_epoch = len(dataset) // args.batch_size
-    args.total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
+    total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
+    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, ckpt)
 
+
+def as_batch(tensors, fields, text_fields, device):
+    """(images, captions, *texts) with one entry per loss text field, None where the data has none."""
+    by_field = dict(zip(fields, (t.to(device, non_blocking=True) for t in tensors[1:])))
+    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in text_fields))
+
+
+def train(args, run: Run):
+    """Train per `args` and `run`; returns the model (None on ranks other than 0)."""
+    model, loss_fn, dataset, device = run.model, run.loss_fn, run.dataset, run.device
     if args.freeze_vision:
         model.visual.requires_grad_(False)
-    loss_fn = build_loss(args, config.embed_dim).to(device)
     optimizer = build_optimizer(args, model, loss_fn)
     start_step = 0
-    if ckpt is not None:
-        loss_fn.load_state_dict(ckpt["loss"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        start_step = ckpt["step"]
-    if world_size > 1:  # every process starts from rank 0's weights (same seed gives the same, but be sure)
+    if run.resume_from is not None:
+        loss_fn.load_state_dict(run.resume_from["loss"])
+        optimizer.load_state_dict(run.resume_from["optimizer"])
+        torch.set_rng_state(run.resume_from["rng"]["torch"])
+        if device.type == "cuda" and run.resume_from["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(run.resume_from["rng"]["cuda"])
+        start_step = run.resume_from["step"]
+    if run.world_size > 1:  # every process starts from rank 0's weights (same seed gives the same, but be sure)
         for tensor in list(model.state_dict().values()) + list(loss_fn.state_dict().values()):
             dist.broadcast(tensor, 0)
-    is_main = rank == 0
+    is_main = run.rank == 0
     if is_main:
         args.out.mkdir(parents=True, exist_ok=True)
-        if ckpt is not None:
+        if run.resume_from is not None:
             print(f"resumed from {args.out / 'ckpt.pt'} at step {start_step}")
-        (args.out / "args.json").write_text(json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2) + "\n")
+        (args.out / "args.json").write_text(json.dumps(json_args(args), indent=2) + "\n")
 
     batches = EpochBatches(len(dataset), args.batch_size, args.seed, start_step)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=RankShard(batches, rank, world_size), num_workers=args.workers,
-        collate_fn=make_collate(config.context_length, tokenizer),
+        dataset, batch_sampler=RankShard(batches, run.rank, run.world_size), num_workers=args.workers,
+        collate_fn=make_collate(model.config.context_length, run.tokenizer),
         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
-    # The loss logs every term, weighted or not; texts the data does not have are not encoded.
-    has_paraphrase = all("paraphrase" in r for r in records)
-    has_negation = all("negation" in r for r in records)
     forward = torch.compile(model) if args.compile else model
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
     params = trainable_parameters(model, loss_fn)
+    total_steps = run.total_steps
     if is_main:
         print(f"training {'--init ' + str(args.init) if args.init else args.model} with --loss {args.loss} on "
-              f"{len(dataset)} triplets ({steps_per_epoch} steps/epoch) for {args.total_steps} steps on "
-              f"{world_size} x {device}, {args.precision}, batch {args.batch_size} "
-              f"({args.batch_size // world_size // args.accum_steps} per micro-batch)")
+              f"{len(dataset)} triplets ({len(dataset) // args.batch_size} steps/epoch) for {total_steps} steps on "
+              f"{run.world_size} x {device}, {args.precision}, batch {args.batch_size} "
+              f"({args.batch_size // run.world_size // args.accum_steps} per micro-batch)")
         log = (args.out / "metrics.jsonl").open("a")
     model.train()
     batches, last_time, last_step, begin = iter(loader), time.time(), start_step, time.time()
-    for step in range(start_step, args.total_steps):
-        images, captions, paraphrases, negations = (t.to(device, non_blocking=True) for t in next(batches))
-        batch = (images, captions, paraphrases if has_paraphrase else None, negations if has_negation else None)
-        lr = learning_rate(step, args)
+    for step in range(start_step, total_steps):
+        batch = as_batch(next(batches), dataset.fields, loss_fn.TEXT_FIELDS, device)
+        lr = learning_rate(step, total_steps, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast)
-        # the global-batch loss terms, the same on every process (so all of them stop together)
-        values = torch.stack([terms[k].float() for k in ("loss", "contrastive", "paraphrase", "negation")])
-        if world_size > 1:
-            dist.all_reduce(values.div_(world_size))
-        if not torch.isfinite(values[0]):
-            raise DataError(f"step {step + 1}: loss is {values[0].item()}; stopped before updating the weights. "
-                            f"Lower --lr or check the data; the last good checkpoint is {args.out / 'ckpt.pt'}")
-        average_gradients(params, world_size)
+        # every term the loss returns, as the global-batch mean
+        values = dict(zip(terms, average_over_processes(torch.stack([t.float() for t in terms.values()]),
+                                                        run.world_size).tolist()))
+        if not math.isfinite(values["loss"]):
+            raise TrainingDiverged(f"step {step + 1}: the loss is {values['loss']}; stopped before updating the "
+                                   f"weights. Lower --lr or raise --warmup; the last good checkpoint is "
+                                   f"{args.out / 'ckpt.pt'}")
+        average_gradients(params, run.world_size)
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
         done = step + 1
-        if is_main and (done % args.log_every == 0 or done == args.total_steps):
+        if is_main and (done % args.log_every == 0 or done == total_steps):
             now = time.time()
             rate = (done - last_step) * args.batch_size / (now - last_time)
-            eta = (args.total_steps - done) * args.batch_size / rate
-            loss, clip, para, neg = (round(v, 5) for v in values.tolist())
+            eta = (total_steps - done) * args.batch_size / rate
             scale = model.logit_scale.exp().item()
-            print(f"step {done}/{args.total_steps} | loss {loss:.4f} (clip {clip:.4f} para {para:.4f} neg {neg:.4f}) "
-                  f"| lr {lr:.2e} | scale {scale:.1f} | {rate:.0f} img/s | eta {eta:.0f}s", flush=True)
-            record = {"step": done, "loss": loss, "contrastive": clip, "paraphrase": para, "negation": neg,
+            parts = " ".join(f"{name} {value:.4f}" for name, value in values.items() if name != "loss")
+            print(f"step {done}/{total_steps} | loss {values['loss']:.4f} ({parts}) | lr {lr:.2e} | "
+                  f"scale {scale:.1f} | {rate:.0f} img/s | eta {eta:.0f}s", flush=True)
+            record = {"step": done, **{k: round(v, 5) for k, v in values.items()},
                       "lr": lr, "logit_scale": scale, "images_per_s": rate}
             # a term the data has no texts for is NaN; JSON has no NaN, so it is written as null
             log.write(json.dumps({k: v if math.isfinite(v) else None for k, v in record.items()}) + "\n")
             log.flush()
             last_time, last_step = now, done
-        if is_main and (done % args.save_every == 0 or done == args.total_steps):
-            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, tokenizer)
-    if world_size > 1:
+        if is_main and (done % args.save_every == 0 or done == total_steps):
+            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, run.tokenizer)
+    if run.world_size > 1:
         dist.destroy_process_group()
     if not is_main:
-        return None, None
+        return None
     log.close()
     print(f"trained in {time.time() - begin:.0f}s; checkpoint {args.out / 'ckpt.pt'}")
-    return model.eval(), tokenizer
+    return model.eval()
 
 
 def main():
     args = parse_args()
-    model, tokenizer = train(args)
+    run = prepare(args)
+    model = train(args, run)
     if model is not None and args.data is None:
-        n, metrics = evaluate_synth(model, tokenizer, args.synth_dir, args.device)
+        n, metrics = evaluate_synth(model, run.tokenizer, args.synth_dir, args.device)
         print(f"\nsynthetic test split ({n} items), --loss {args.loss}:")
         print(format_table({args.loss: metrics}, list(metrics)))
         print("orig_over_neg: true caption beats its negation; zeroshot_neg: lower is better", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, failures=(DataError, TrainingDiverged))

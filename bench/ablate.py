@@ -34,7 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data import DEFAULT_SYNTH_DIR, DataError, read_triplets, run_cli, write_synth  # noqa: E402
+from data import read_triplets  # noqa: E402
+from errors import DataError, run_cli  # noqa: E402
+from synth import DEFAULT_SYNTH_DIR, write_synth  # noqa: E402
 from eval import (default_device, embed_images, embed_texts, evaluate_synth, load_model,  # noqa: E402
                   write_results)
 

@@ -111,10 +111,7 @@ def make_step(method, config, batch, device, autocast):
     else:
         model = CLIP(config).to(device)
         loss = "clip" if method == "ours" else "semclip"
-        loss_fn = train.build_loss(SimpleNamespace(loss=loss, paraphrase_weight=1.0, negation_weight=1.0,
-                                                   contrastive_weight=1.0, num_projections=2,
-                                                   learnable_projections=False, no_normalize_projections=False,
-                                                   seed=0), config.embed_dim).to(device)
+        loss_fn = train.build_loss(train.parse_args(["--loss", loss]), config.embed_dim).to(device)
         optimizer = train.build_optimizer(optimizer_args, model, loss_fn)
         texts = (paraphrases, negations) if method == "semclip" else (None, None)
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The official SugarCrepe++ files (MIT; see tests/data/README.md), shipped so the suite stands alone
+SUGARCREPE_PP = ROOT / "tests" / "data" / "sugarcrepe_pp"
 sys.path.insert(0, str(ROOT))
 
-from data import write_synth  # noqa: E402
+from synth import write_synth  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,13 @@ def synth_dir(tmp_path_factory):
     return write_synth(tmp_path_factory.mktemp("synth"), n_train=96, n_test=40, seed=3, log=lambda *_: None)
 
 
-def run_cli(*args, cwd=None):
+@pytest.fixture(scope="session")
+def open_clip():
+    return pytest.importorskip("open_clip", reason="open_clip_torch is the reference implementation; "
+                               "pip install -r bench/requirements.txt")
+
+
+def run_python(*args, cwd=None):
     """Run `python <args>` from the repository root; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, env=env,
@@ -37,3 +45,15 @@ def tiny_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
     torch.save({"model_config": asdict(config), "tokenizer": "cl100k_base", "model": CLIP(config).state_dict()}, path)
     return path
+
+
+def help_examples(help_text: str, script: str) -> list:
+    """The argument lists of the `python SCRIPT ...` / `torchrun ... SCRIPT ...` lines under "examples:"
+    in a --help text (continuation lines joined, trailing comments dropped)."""
+    lines = help_text.split("examples:", 1)[1].replace("\\\n", " ").splitlines()
+    examples = []
+    for line in lines:
+        words = line.split("#")[0].split()
+        if script in words:
+            examples.append(words[words.index(script) + 1:])
+    return examples

@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from data import write_synth
+from synth import write_synth
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_python
 
 spec = importlib.util.spec_from_file_location("ablate", ROOT / "bench" / "ablate.py")
 ablate = importlib.util.module_from_spec(spec)
@@ -21,7 +21,7 @@ STEPS, BATCH, MARGIN = 60, 32, 0.15
 
 
 def ablate_cli(world, out):
-    return run_cli("bench/ablate.py", "--variants", "clip", "semclip", "--seeds", "0", "--steps", STEPS,
+    return run_python("bench/ablate.py", "--variants", "clip", "semclip", "--seeds", "0", "--steps", STEPS,
                    "--batch-size", BATCH, "--workers", "0", "--device", "cpu", "--synth-dir", world, "--out", out)
 
 
@@ -67,16 +67,16 @@ def test_a_rerun_reads_finished_runs_instead_of_training_again(shortened):
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("done before, reading") == 2
     assert json.loads((out / "ablation.json").read_text())["runs"] == json.loads(before)["runs"]
-    changed = run_cli("bench/ablate.py", "--variants", "clip", "--seeds", "0", "--steps", STEPS + 1,
+    changed = run_python("bench/ablate.py", "--variants", "clip", "--seeds", "0", "--steps", STEPS + 1,
                       "--synth-dir", world, "--out", out)
     assert changed.returncode == 1 and "pick another --out" in changed.stderr.strip().splitlines()[-1]
 
 
 def test_flags_the_ablation_owns_are_refused_in_one_line():
-    result = run_cli("bench/ablate.py", "--loss", "clip")
+    result = run_python("bench/ablate.py", "--loss", "clip")
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].endswith(
         "--loss: the ablation sets this train.py flag itself")
-    assert "examples:" in run_cli("bench/ablate.py", "--help").stdout
+    assert "examples:" in run_python("bench/ablate.py", "--help").stdout
 
 
 def test_summary_is_mean_and_sample_std_over_seeds_and_gains_are_paired():

@@ -1,71 +1,16 @@
-"""data.py: tokenizer, image pipeline, readers and their errors, batching, the synthetic world."""
+"""data.py: image pipeline, readers and their errors, batching."""
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
-import tiktoken
 import torch
 import torchvision
 
-from data import (COLOURS, SHAPES, DataError, EpochBatches, TripletDataset, get_tokenizer, image_transform,
-                  make_collate, read_triplets, synth_example, tokenize, write_synth)
+from data import EpochBatches, TripletDataset, image_transform, make_collate, read_triplets
+from errors import DataError
 
-from conftest import ROOT, run_cli
-
-SUGARCREPE = ROOT.parent / "shared" / "data" / "sugarcrepe_pp"
-CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-
-
-@pytest.fixture(scope="module")
-def tiktoken_reference(tmp_path_factory, monkeypatch_module=None):
-    """tiktoken's own cl100k_base, fed the shipped file through tiktoken's cache (no download)."""
-    cache = tmp_path_factory.mktemp("tiktoken_cache")
-    (cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()).write_bytes(
-        (ROOT / "assets" / "cl100k_base.tiktoken").read_bytes())
-    import os
-    old = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    try:
-        from tiktoken_ext.openai_public import cl100k_base
-        yield tiktoken.Encoding(**cl100k_base())
-    finally:
-        os.environ.pop("TIKTOKEN_CACHE_DIR") if old is None else os.environ.__setitem__("TIKTOKEN_CACHE_DIR", old)
-
-
-def sugarcrepe_captions():
-    texts = []
-    for path in sorted(SUGARCREPE.glob("*.json")):
-        for item in json.loads(path.read_text()):
-            texts += [item["caption"], item["caption2"], item["negative_caption"]]
-    return texts
-
-
-AWKWARD = ["<|endoftext|> is just text", "Ünïcödé café — naïve", "emoji 🐶🐱", "日本語のキャプション",
-           "  spaces  and\nnewlines\t", "x" * 3000, "a " * 500, ""]
-
-
-def test_tokenizer_equals_tiktoken_cl100k_base(tiktoken_reference):
-    texts = AWKWARD + (sugarcrepe_captions() if SUGARCREPE.is_dir() else [])
-    ours = get_tokenizer().encode_ordinary_batch(texts)
-    assert ours == tiktoken_reference.encode_ordinary_batch(texts)
-    assert len(texts) > 10_000 or not SUGARCREPE.is_dir()
-
-
-def test_special_looking_text_is_plain_text():
-    ids = tokenize(["<|endoftext|>"], 16)[0]
-    assert ids[0] != 100257 and (ids == 100257).sum() == 1
-
-
-def test_tokenize_truncates_but_always_keeps_end_of_text():
-    long_caption = " ".join(["word"] * 300)
-    tokens = tokenize([long_caption, "a red circle"], 8)
-    assert tokens.shape == (2, 8) and tokens.dtype == torch.long
-    assert tokens[0, -1] == 100257
-    assert tokens[0, :7].tolist() == get_tokenizer().encode_ordinary(long_caption)[:7]
-    expected = get_tokenizer().encode_ordinary("a red circle") + [100257]
-    assert tokens[1].tolist() == expected + [0] * (8 - len(expected))
+from conftest import run_python
 
 
 def test_image_transform_gives_normalised_square_rgb():
@@ -155,7 +100,7 @@ def test_train_cli_bad_input_is_one_line_and_exit_1(folder, case, expected):
              "missing_image": [good_line("nope.png")], "corrupt_image": [good_line("bad.png")] * 2,
              "empty_file": [""], "not_utf8": [b"\xc3\x28"], "empty_caption": [good_line(caption="")]}[case]
     path = write_jsonl(folder, lines)
-    result = run_cli("train.py", "--data", path, "--batch-size", "1", "--steps", "1", "--workers", "1",
+    result = run_python("train.py", "--data", path, "--batch-size", "1", "--steps", "1", "--workers", "1",
                      "--out", folder / "run", "--device", "cpu")
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
@@ -164,7 +109,7 @@ def test_train_cli_bad_input_is_one_line_and_exit_1(folder, case, expected):
 
 def test_special_tokens_and_long_captions_are_valid_training_text(folder):
     lines = [good_line(caption="<|endoftext|> a red circle " + "very " * 400)] * 2
-    result = run_cli("train.py", "--data", write_jsonl(folder, lines), "--batch-size", "2", "--steps", "1",
+    result = run_python("train.py", "--data", write_jsonl(folder, lines), "--batch-size", "2", "--steps", "1",
                      "--workers", "0", "--out", folder / "run", "--device", "cpu")
     assert result.returncode == 0, result.stderr
 
@@ -184,24 +129,3 @@ def test_collate_cuts_padding_after_the_longest_text():
     assert batch[0].shape == (2, 3, 4, 4)
     assert [t.shape for t in batch[1:]] == [(2, 6)] * 3  # "there is a red circle" + end-of-text
     assert batch[2][0, -1] == 100257
-
-
-def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
-    first = write_synth(tmp_path / "a", n_train=5, n_test=2, seed=9, log=lambda *_: None)
-    second = write_synth(tmp_path / "b", n_train=5, n_test=2, seed=9, log=lambda *_: None)
-    assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
-    assert (first / "images/train_000004.png").read_bytes() == (second / "images/train_000004.png").read_bytes()
-
-
-def test_negations_keep_every_content_word_and_negate_a_present_object():
-    import numpy as np
-    rng = np.random.default_rng(0)
-    negation_words = {"no", "not", "without", "but", "there", "is", "and", "a"}
-    for _ in range(300):
-        _, caption, paraphrase, negation, objects = synth_example(rng)
-        words = lambda text: set(text.replace(",", " ").split()) - negation_words  # noqa: E731
-        assert words(caption) == words(negation) == words(paraphrase) - {"an", "image", "of", "photo", "this",
-                                                                           "picture", "shows"}
-        assert any(f"no {o}" in negation or f"not a {o}" in negation or f"without a {o}" in negation
-                   for o in objects)
-        assert all(o.split()[0] in COLOURS and o.split()[1] in SHAPES for o in objects)

@@ -7,21 +7,19 @@ after a few AdamW steps to 1e-4.
 
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from model import CLIP, ModelConfig
-from train import average_gradients, build_loss, train_step, trainable_parameters
+from train import average_gradients, build_loss, parse_args, train_step, trainable_parameters
 
 from conftest import ROOT
 
 CONFIG = ModelConfig(image_size=16, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
-                     text_layers=1, text_heads=2, context_length=8, vocab_size=300, embed_dim=16)
-LOSS_ARGS = SimpleNamespace(loss="semclip", contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
-                            num_projections=2, learnable_projections=True, no_normalize_projections=False, seed=0)
+                     text_layers=1, text_heads=2, context_length=8, vocab_size=300, eot_token=299, embed_dim=16)
+LOSS_ARGS = parse_args(["--learnable-projections"])
 
 
 def global_batch(n):
@@ -29,7 +27,7 @@ def global_batch(n):
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(n, 3, CONFIG.image_size, CONFIG.image_size, generator=generator)
     texts = torch.randint(1, CONFIG.vocab_size - 1, (3, n, CONFIG.context_length), generator=generator)
-    texts[:, :, -1] = CONFIG.vocab_size - 1  # end-of-text: the largest id, where the encoder pools
+    texts[:, :, -1] = CONFIG.eot_token  # where the encoder pools
     return images, *texts
 
 
@@ -82,7 +80,7 @@ def torchrun(synth_dir, out, *extra):
 
 
 def test_torchrun_trains_checkpoints_resumes_and_matches_one_process(synth_dir, tmp_path):
-    from conftest import run_cli
+    from conftest import run_python
     first = torchrun(synth_dir, tmp_path / "ddp", "--steps", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("step 2/2") == 1  # only rank 0 logs
@@ -91,7 +89,7 @@ def test_torchrun_trains_checkpoints_resumes_and_matches_one_process(synth_dir, 
     assert "at step 2" in resumed.stdout and "step 3/3" in resumed.stdout
     assert sorted(p.name for p in (tmp_path / "ddp").glob("ckpt*.pt")) == [
         "ckpt.pt", "ckpt_step1.pt", "ckpt_step2.pt", "ckpt_step3.pt"]
-    single = run_cli("train.py", "--data", synth_dir / "train.jsonl", "--batch-size", "16", "--workers", "0",
+    single = run_python("train.py", "--data", synth_dir / "train.jsonl", "--batch-size", "16", "--workers", "0",
                      "--device", "cpu", "--warmup", "1", "--steps", "3", "--out", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     ddp = torch.load(tmp_path / "ddp/ckpt.pt", weights_only=True)

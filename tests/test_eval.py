@@ -13,11 +13,12 @@ import torch
 import torchvision
 
 import eval as evaluation
-from data import CLIP_MEAN, CLIP_STD, get_tokenizer
+from data import CLIP_MEAN, CLIP_STD
+from tokenizer import get_tokenizer
 from eval import format_table, recall_at
 from model import ModelConfig
 
-from conftest import run_cli
+from conftest import SUGARCREPE_PP, run_python
 
 
 def test_recall_counts_a_hit_for_any_item_with_the_same_caption_text():
@@ -35,10 +36,10 @@ def test_format_table_aligns_rows():
 
 
 def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
-    trained = run_cli("train.py", "--data", synth_dir / "train.jsonl", "--batch-size", "16", "--steps", "1",
+    trained = run_python("train.py", "--data", synth_dir / "train.jsonl", "--batch-size", "16", "--steps", "1",
                       "--workers", "0", "--device", "cpu", "--out", tmp_path)
     assert trained.returncode == 0, trained.stderr
-    result = run_cli("eval.py", "--bench", "synth", "--ckpt", tmp_path / "ckpt.pt", "--data-root", synth_dir,
+    result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "ckpt.pt", "--data-root", synth_dir,
                      "--out", tmp_path / "results.json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
@@ -49,7 +50,7 @@ def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
-    result = run_cli("eval.py", "--bench", "synth", "--ckpt", tmp_path / "none.pt")
+    result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "none.pt")
     assert result.returncode == 1 and "checkpoint does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -57,9 +58,6 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
 # ----------------------------------------------------------------------------- the released benchmarks
 # A planted model: an image's embedding is looked up by its solid colour (which encodes an id), a
 # text's by its words, so every metric can be checked against a count by hand.
-
-
-SCPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "sugarcrepe_pp"
 
 
 def random_vector(key: str, dim=8):
@@ -160,13 +158,11 @@ def test_cc_neg_csv_uses_the_authors_seed_42_split(tmp_path):
 @pytest.fixture(scope="module")
 def scpp_root(tmp_path_factory):
     """The five official SugarCrepe++ files with a generated image per COCO file name."""
-    if not SCPP.is_dir():
-        pytest.skip(f"the official SugarCrepe++ files are not at {SCPP} (shared/ sits beside the repository)")
     root = tmp_path_factory.mktemp("scpp")
     for category in evaluation.SCPP_CATEGORIES:
-        shutil.copy(SCPP / f"{category}.json", root)
+        shutil.copy(SUGARCREPE_PP / f"{category}.json", root)
     names = sorted({item["filename"] for c in evaluation.SCPP_CATEGORIES
-                    for item in json.loads((SCPP / f"{c}.json").read_text())})
+                    for item in json.loads((SUGARCREPE_PP / f"{c}.json").read_text())})
     for i, name in enumerate(names):
         write_image(root / "images" / name, i, size=(8, 8))
     return root, {name: i for i, name in enumerate(names)}
@@ -180,7 +176,7 @@ def test_sugarcrepe_pp_metrics_equal_a_hand_count(scpp_root):
     expected = {}
     for category in evaluation.SCPP_CATEGORIES:
         counts = dict.fromkeys(["itt", "tot", "img_p1", "img_p2"], 0)
-        items = json.loads((SCPP / f"{category}.json").read_text())
+        items = json.loads((SUGARCREPE_PP / f"{category}.json").read_text())
         for item in items:
             image = random_vector(f"image {image_ids[item['filename']]}")
             p1, p2, neg = (random_vector(item[key].strip()) for key in ("caption", "caption2", "negative_caption"))
@@ -268,7 +264,7 @@ def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir
                 "annotations": [decoy] * 5 + [{"json": {"caption": r["caption"]},
                                                "sop_data": {"negative-prompt": r["negation"]}} for r in records]},
                ccneg / evaluation.CCNEG_FILE)
-    result = run_cli("eval.py", "--bench", "all", "--ckpt", tiny_ckpt, "--data-root", root, "--device", "cpu",
+    result = run_python("eval.py", "--bench", "all", "--ckpt", tiny_ckpt, "--data-root", root, "--device", "cpu",
                      "--split-size", len(records), "--out", tmp_path / "results.json")
     assert result.returncode == 0, result.stderr
     synth = json.loads((tmp_path / "results.synth.json").read_text())
@@ -282,7 +278,7 @@ def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir
 
 def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tmp_path):
     root, _ = scpp_root
-    result = run_cli("eval.py", "--bench", "sugarcrepe_pp", "--ckpt", tiny_ckpt, "--data-root", root,
+    result = run_python("eval.py", "--bench", "sugarcrepe_pp", "--ckpt", tiny_ckpt, "--data-root", root,
                      "--limit", "4", "--device", "cpu", "--out", tmp_path / "results.json")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
@@ -301,6 +297,6 @@ def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tm
 ])
 def test_missing_or_bad_data_is_one_clear_line(bench, setup, expected, tiny_ckpt, tmp_path):
     setup(tmp_path)
-    result = run_cli("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
+    result = run_python("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gen_triplets  # noqa: E402
+from conftest import SUGARCREPE_PP  # noqa: E402
 from fake_llm_server import FAULTS, FakeLLM, good_answer  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "gen_triplets.py"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FAST = ["--timeout", "0.5", "--backoff-base", "0.01", "--backoff-max", "0.05", "--progress-every", "0"]
 
 
@@ -391,10 +391,7 @@ def llama_server(tmp_path_factory):
 
 def sugarcrepe_captions(path, count):
     """The first captions of each SugarCrepe++ file, as gen_triplets input."""
-    folder = SHARED / "data" / "sugarcrepe_pp"
-    if not folder.is_dir():
-        pytest.skip(f"SugarCrepe++ captions absent: {folder}")
-    files = sorted(folder.glob("*.json"))
+    files = sorted(SUGARCREPE_PP.glob("*.json"))
     records = [{"id": f"{file.stem}-{item['id']}", "image": item["filename"], "caption": item["caption"]}
                for file in files for item in json.loads(file.read_text())[:count // len(files) + 1]][:count]
     path.write_text("".join(json.dumps(record) + "\n" for record in records))

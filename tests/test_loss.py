@@ -1,5 +1,5 @@
 """loss.py: the fused contrastive op against plain references, the SemCLIP terms against the
-DESIGN.md equations (computed here independently), and the multi-process local loss."""
+paper's equations (computed here independently), and the multi-process local loss."""
 
 import os
 import socket
@@ -223,7 +223,7 @@ def test_sigmoid_loss_is_the_siglip_equation():
     torch.testing.assert_close(sigmoid_loss(image, text, s, b, positive_offset=1), expected / 3)
 
 
-# --- SemCLIPLoss equals the DESIGN.md equations ----------------------------------------------
+# --- SemCLIPLoss equals the paper's equations -----------------------------------------------
 
 
 def semclip_by_hand(basis, image, text, paraphrase, negation, scale, weights, contrastive_columns,
@@ -278,14 +278,22 @@ def test_unnormalized_projections_use_raw_inner_products(triplet):
     check_against_hand(SemCLIPLoss(16, normalize_projections=False), triplet, (1.0, 1.0, 1.0), normalize=False)
 
 
-def test_plain_clip_equals_the_reference_and_reports_detached_terms(triplet):
-    image, text, paraphrase, negation, scale = triplet
+def test_plain_clip_equals_the_reference_and_weight_0_terms_are_only_reported(triplet):
+    image, text, paraphrase, negation, scale = [t.clone().requires_grad_() for t in triplet]
     module = SemCLIPLoss(16, **LOSS_VARIANTS["clip"])
-    image = image.clone().requires_grad_()
     out = check_against_hand(module, (image, text, paraphrase, negation, scale), (1.0, 0.0, 0.0))
     torch.testing.assert_close(out["loss"], contrastive_loss_reference(image, text, scale))
-    assert not out["paraphrase"].requires_grad and not out["negation"].requires_grad
-    assert out["loss"].requires_grad
+    out["loss"].backward()
+    assert image.grad is not None and paraphrase.grad is None and negation.grad is None
+    assert module.texts == ()
+
+
+@pytest.mark.parametrize("variant, texts", [("semclip", ("paraphrase", "negation")), ("clip", ()),
+                                            ("negclip", ("negation",)), ("siglip", ("paraphrase", "negation"))])
+def test_each_variant_declares_the_texts_it_trains_on(variant, texts):
+    assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).texts == texts
+    without_paraphrase = {**LOSS_VARIANTS[variant], "paraphrase_weight": 0.0}
+    assert SemCLIPLoss(16, **without_paraphrase).texts == tuple(t for t in texts if t != "paraphrase")
 
 
 def test_negclip_adds_negations_to_the_contrastive_term(triplet):
@@ -345,6 +353,26 @@ def test_bad_arguments():
         SemCLIPLoss(8, contrastive_weight=0, paraphrase_weight=0, negation_weight=0)
     with pytest.raises(ValueError):
         SemCLIPLoss(8, contrastive="hinge")
+    with pytest.raises(ValueError, match="impl"):
+        SemCLIPLoss(8, contrastive_impl="cuda")
+    with pytest.raises(ValueError, match="impl"):
+        contrastive_loss(unit(2, 4, 0), unit(2, 4, 1), 1.0, impl="fast")
+
+
+@pytest.mark.parametrize("n,m", [(6, 6), (6, 9)])
+def test_every_impl_gives_the_reference_and_auto_on_cpu_is_the_tiled_op(n, m, monkeypatch):
+    image, text, s = unit(n, 8, 0), unit(m, 8, 1), torch.tensor(7.0)
+    expected = contrastive_loss_reference(image, text, s)
+    for impl in ("reference", "tiled", "auto"):
+        torch.testing.assert_close(contrastive_loss(image, text, s, impl=impl), expected, rtol=1e-5, atol=1e-6)
+    rows = image[: m - n + 1]  # positives at columns (m - n) + i, the last possible offset
+    for impl in ("reference", "tiled"):
+        torch.testing.assert_close(loss.one_way_contrastive_loss(rows, text, s, n - 1, impl=impl),
+                                   F.cross_entropy(s * rows @ text.t(), torch.arange(n - 1, m)))
+    calls = []
+    monkeypatch.setattr(loss.TiledContrastiveLoss, "apply", lambda *a: calls.append(a) or expected)
+    contrastive_loss(image, text, s)
+    assert len(calls) == 1
 
 
 # --- training with the fused op matches training with the reference --------------------------
