@@ -25,7 +25,7 @@ import torchvision.transforms.v2.functional as TF
 from data import TripletDataset, image_transform, read_triplets
 from errors import DataError, one_line, run_cli
 from model import load_checkpoint
-from synth import DEFAULT_SYNTH_DIR, synth_classes
+from synth import DEFAULT_SYNTH_DIR, MCQ_KINDS, negation_probes, synonymize, synth_classes
 from tokenizer import tokenize, trim_padding
 
 DATA_DIR = DEFAULT_SYNTH_DIR.parent
@@ -129,14 +129,28 @@ def recall_at(similarity, query_texts, item_texts, k):
 
 # ----------------------------------------------------------------------------- synth
 
+PROBE_SEED = 12  # the test-only probes are drawn from this seed: the same questions for every model
+
+
+def multiple_choice(image, choices, answers):
+    """Per item, is the argmax over its choices (embeddings [N, C, D]) of cos with the image the answer?"""
+    return torch.einsum("nd,ncd->nc", image, choices).argmax(dim=1) == torch.as_tensor(answers)
+
+
 def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", batch_size=256, limit=None):
     """Negation, retrieval and zero-shot metrics on the synthetic world's held-out split."""
     records = read_triplets(Path(data_root) / "test.jsonl", required=("paraphrase", "negation"))[:limit]
+    lacking = next((r for r in records if not r.get("objects")), None)
+    if lacking is not None:
+        raise DataError(f"{lacking['where']}: no 'objects' list, which the negation probes are built from; "
+                        "rewrite the world with `python synth.py`")
     captions = [r["caption"] for r in records]
     image = embed_images(model, records, device, batch_size)
     text = embed_texts(model, captions, tokenizer, device)
     paraphrase = embed_texts(model, [r["paraphrase"] for r in records], tokenizer, device)
     negation = embed_texts(model, [r["negation"] for r in records], tokenizer, device)
+    # the captions with every colour and shape word in its synonym ("a crimson disc")
+    synonyms = embed_texts(model, [synonymize(c, 1.0) for c in captions], tokenizer, device)
     metrics = {
         # Is the true caption closer to the image than its own negation? (strict >)
         "orig_over_neg": fraction(cosine(image, text) > cosine(image, negation)),
@@ -145,7 +159,24 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
         "i2t_r1": recall_at(image @ text.T, captions, captions, 1),
         "i2t_r5": recall_at(image @ text.T, captions, captions, 5),
         "para_t2i_r1": recall_at(paraphrase @ image.T, captions, captions, 1),
+        "syn_t2i_r1": recall_at(synonyms @ image.T, captions, captions, 1),
     }
+    # Negation meaning, not the word: questions about objects that are / are not in the image,
+    # item i asking for a true caption of kind MCQ_KINDS[i % 3] (see synth.negation_probes)
+    rng = np.random.default_rng(PROBE_SEED)
+    probes = [negation_probes(r["objects"], MCQ_KINDS[i % 3], rng) for i, r in enumerate(records)]
+    answers, kinds = [p["answer"] for p in probes], np.array([p["kind"] for p in probes])
+    for name, key in (("mcq", "choices"), ("mcq_unseen_forms", "unseen_choices")):
+        choices = embed_texts(model, [c for p in probes for c in p[key]], tokenizer, device)
+        correct = multiple_choice(image, choices.view(len(records), 4, -1), answers)
+        metrics[name] = fraction(correct)
+        if key == "choices":
+            metrics.update({f"mcq_{kind}": fraction(correct[kinds == kind]) for kind in MCQ_KINDS})
+    true_negation, false_affirmation, false_negation = (
+        cosine(image, embed_texts(model, [p[key] for p in probes], tokenizer, device))
+        for key in ("true_negation", "false_affirmation", "false_negation"))
+    metrics["trueneg_over_falseaff"] = fraction(true_negation > false_affirmation)
+    metrics["trueneg_over_falseneg"] = fraction(true_negation > false_negation)
     # Zero-shot colour-shape classification of the single-object images. With negated prompts
     # the argmax should NOT be the true class: a lower zeroshot_neg means negation is understood.
     classes = synth_classes()
@@ -331,8 +362,7 @@ def evaluate_negbench_mcq(model, tokenizer, records, device="cpu", batch_size=25
     """4-way multiple choice: the caption closest to the image is the answer; accuracy per answer template too."""
     image = embed_images(model, records, device, batch_size, workers)
     captions = embed_texts(model, [c for r in records for c in r["captions"]], tokenizer, device)
-    chosen = torch.einsum("nd,nkd->nk", image, captions.view(len(records), 4, -1)).argmax(dim=1)
-    correct = chosen == torch.tensor([r["answer"] for r in records])
+    correct = multiple_choice(image, captions.view(len(records), 4, -1), [r["answer"] for r in records])
     metrics = {"accuracy": fraction(correct)}
     for template in sorted({r["template"] for r in records}):
         metrics[f"{template}/accuracy"] = fraction(correct[[r["template"] == template for r in records]])

@@ -2,22 +2,30 @@
 
     python synth.py                                  # write data/synth (train.py does it on first use)
     python synth.py --out /tmp/w --n-train 2000 --n-test 200 --seed 1
+    python synth.py --out data/synth-true-neg0.3 --true-negations 0.3
 
-Images hold 1-3 coloured shapes. Captions name them; paraphrases reorder and rephrase;
+Images hold 1-3 coloured shapes. Captions name them; paraphrases reorder, re-template and
+speak in synonyms (crimson for red, box for square) that captions almost never use;
 negations keep every content word and negate one object that IS present. As on the web, many
 captions carry negation words that say nothing about the picture (", no filter"), so a plain
 CLIP learns that "no"/"not"/"without" carry no meaning -- and is fooled by negations.
+
+With --true-negations P, a fraction P of the training captions (and their paraphrases and
+negations) also negate an ABSENT object ("... but no green cross"), a true statement. The
+held-out split never does, and it is the same for every P: the images, captions and the
+randomness behind them come from their own stream of the seed.
 """
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.io
 
-from errors import run_cli
+from errors import DataError, run_cli
 
 DEFAULT_SYNTH_DIR = Path(__file__).resolve().parent / "data" / "synth"
 
@@ -25,9 +33,17 @@ DEFAULT_SYNTH_DIR = Path(__file__).resolve().parent / "data" / "synth"
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 230),
            "yellow": (235, 215, 40), "purple": (160, 60, 200), "white": (240, 240, 240)}
+# ordinary English synonyms: paraphrases use them for most words, captions for very few
+SYNONYMS = {"red": "crimson", "green": "lime", "blue": "navy", "yellow": "golden", "purple": "violet",
+            "white": "snowy", "circle": "disc", "square": "box", "triangle": "wedge", "cross": "plus"}
+PARAPHRASE_SYNONYM_RATE, CAPTION_SYNONYM_RATE = 0.8, 0.01  # per colour or shape word
 DISTRACTORS = (", no filter", ", not edited", ", without flash")
 PARAPHRASE_TEMPLATES = ("there is {}", "an image of {}", "a photo of {}", "this picture shows {}", "{}")
+# how the world negates an object: alone, and after a list of the others
+NEGATION_FORMS = ("no {}", "there is no {}", "not a {}")
+NEGATION_LINKERS = ("but no", "without a", "and not a")
 SYNTH_CANVAS = 64
+WORLD_VERSION = 2  # world.json records it: train.py refuses a world written by other settings
 
 
 def _shape_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> np.ndarray:
@@ -75,48 +91,79 @@ def _negate(phrases, target: int, rng: np.random.Generator) -> str:
     negated = phrases[target].removeprefix("a ")
     rest = phrases[:target] + phrases[target + 1:]
     if not rest:
-        return str(rng.choice([f"no {negated}", f"there is no {negated}", f"not a {negated}"]))
+        return str(rng.choice(NEGATION_FORMS)).format(negated)
     form = rng.integers(3)
     if form == 0:
         return _join(phrases[:target] + [f"no {negated}"] + phrases[target + 1:])
-    linker = ("but no", "without a", "and not a")[rng.integers(3)]
+    linker = NEGATION_LINKERS[rng.integers(3)]
     return f"{_join(rest)} {linker} {negated}"
 
 
-def synth_example(rng: np.random.Generator):
-    """One (image, caption, paraphrase, negation, object names) of the synthetic world."""
+def synonymize(text: str, rate: float, rng: np.random.Generator = None) -> str:
+    """Each colour or shape word replaced by its synonym with probability `rate` (1: all, 0: none)."""
+    swap = lambda word: SYNONYMS[word] if rate >= 1 or (rate > 0 and rng.random() < rate) else word  # noqa: E731
+    return re.sub(r"[a-z]+", lambda match: swap(match[0]) if match[0] in SYNONYMS else match[0], text)
+
+
+def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
+    """One (image, texts, object names) of the synthetic world; texts = {caption, paraphrase,
+    negation, true_negation}, true_negation being the caption with an absent object negated.
+
+    The same draws are made whatever true_negation_rate is, so it changes texts, never images."""
     count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
     kinds = sorted(rng.choice(len(COLOURS) * len(SHAPES), size=count, replace=False))
     names = [(list(COLOURS)[k // len(SHAPES)], SHAPES[k % len(SHAPES)]) for k in kinds]
     centres, radii = _place(count, rng)
     image = _render([(c, s, x, y, r) for (c, s), (x, y), r in zip(names, centres, radii)], rng)
-    phrases = [f"a {colour} {shape}" for colour, shape in names]
+    phrases = [synonymize(f"a {colour} {shape}", CAPTION_SYNONYM_RATE, rng) for colour, shape in names]
     distractor = str(rng.choice(DISTRACTORS)) if rng.random() < 0.5 else ""
-    caption = _join(phrases) + distractor
     shuffled = [phrases[i] for i in rng.permutation(count)]
-    paraphrase = str(rng.choice(PARAPHRASE_TEMPLATES)).format(_join(shuffled)) + distractor
-    negation = _negate(phrases, int(rng.integers(count)), rng) + distractor
-    return image, caption, paraphrase, negation, [f"{colour} {shape}" for colour, shape in names]
+    template = str(rng.choice(PARAPHRASE_TEMPLATES))
+    paraphrase = synonymize(template.format(_join(shuffled)), PARAPHRASE_SYNONYM_RATE, rng)
+    negation = _negate(phrases, int(rng.integers(count)), rng)
+    # a true statement: one object that is NOT in the picture, negated in one of the world's forms
+    absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names]
+    clause = f" {NEGATION_LINKERS[rng.integers(3)]} {absent[rng.integers(len(absent))]}"
+    paraphrase_clause = synonymize(clause, PARAPHRASE_SYNONYM_RATE, rng)
+    texts = {"caption": _join(phrases), "paraphrase": paraphrase, "negation": negation,
+             "true_negation": _join(phrases) + clause}
+    if rng.random() < true_negation_rate:
+        texts.update(caption=texts["caption"] + clause, paraphrase=paraphrase + paraphrase_clause,
+                     negation=negation + clause)
+    return image, {k: v + distractor for k, v in texts.items()}, [f"{c} {s}" for c, s in names]
 
 
-def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, log=print):
-    """Write images/*.png, train.jsonl and test.jsonl; the same seed gives the same files."""
+def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, true_negations: float = 0.0,
+                log=print):
+    """Write images/*.png, train.jsonl, test.jsonl and world.json; the same settings give the same
+    files. Each split draws from its own stream of the seed: the test split is the same whatever
+    n_train and true_negations (which only the training captions carry) are."""
+    if not 0 <= true_negations <= 1:
+        raise DataError(f"true_negations is a fraction of the training captions, not {true_negations}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", n_train), ("test", n_test)):
+    for split_number, (split, count) in enumerate((("train", n_train), ("test", n_test))):
+        rng = np.random.default_rng([seed, split_number])
         lines = []
         for i in range(count):
-            image, caption, paraphrase, negation, objects = synth_example(rng)
+            image, texts, objects = synth_example(rng, true_negations if split == "train" else 0.0)
             name = f"images/{split}_{i:06d}.png"
             torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(out / name))
-            lines.append(json.dumps({"image": name, "caption": caption, "paraphrase": paraphrase,
-                                     "negation": negation, "id": f"{split}_{i:06d}", "objects": objects}))
+            lines.append(json.dumps({"image": name, **texts, "id": f"{split}_{i:06d}", "objects": objects}))
         temporary = out / f"{split}.jsonl.tmp"
         temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
         temporary.replace(out / f"{split}.jsonl")
         log(f"wrote {count} {split} triplets to {out / (split + '.jsonl')}")
+    settings = {"version": WORLD_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
+                "true_negations": true_negations}
+    (out / "world.json").write_text(json.dumps(settings) + "\n")
     return out
+
+
+def world_settings(folder) -> dict:
+    """The settings world.json records ({} for a world written before world.json existed)."""
+    path = Path(folder) / "world.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def synth_classes():
@@ -124,21 +171,64 @@ def synth_classes():
     return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
 
 
+MCQ_KINDS = ("affirmation", "negation", "hybrid")
+# Negations in forms and positions no training caption uses, made only of the world's words
+UNSEEN_NEGATION_FORMS = ("this picture shows no {}", "there is not a {}")
+UNSEEN_HYBRID_FORMS = ("no {absent} but {present}", "{present} and no {absent}")
+
+
+def negation_probes(objects, kind: str, rng: np.random.Generator) -> dict:
+    """Test-only texts about an image showing `objects` ("red circle", ...) that a "negation word =
+    push away" shortcut cannot get right. Y: an absent object, x: a present one, X: all of them.
+
+    choices, answer: a NegBench-style 4-way question whose one true caption is of `kind`:
+        affirmation "X" | negation "no Y" | hybrid "X but no Y"; the three wrong ones are the
+        same templates made false: "a Y" | "no x" | "a Y but no x" (roles swapped).
+    unseen_choices: the same question with negations in forms training never uses.
+    true_negation "X but no Y" vs false_affirmation "X and a Y" and false_negation (x negated).
+    """
+    absent = [c for c in synth_classes() if c not in objects]
+    y, x = absent[rng.integers(len(absent))], objects[rng.integers(len(objects))]
+    present = [f"a {o}" for o in objects]
+    everything = _join(present)
+    negation, linker = NEGATION_FORMS[rng.integers(3)], NEGATION_LINKERS[rng.integers(3)]
+    unseen_negation = UNSEEN_NEGATION_FORMS[rng.integers(2)]
+    unseen_hybrid = UNSEEN_HYBRID_FORMS[rng.integers(2)]
+    # (true, false) per template kind
+    seen = {"affirmation": (everything, f"a {y}"),
+            "negation": (negation.format(y), negation.format(x)),
+            "hybrid": (f"{everything} {linker} {y}", f"a {y} {linker} {x}")}
+    unseen = {"affirmation": seen["affirmation"],
+              "negation": (unseen_negation.format(y), unseen_negation.format(x)),
+              "hybrid": (unseen_hybrid.format(absent=y, present=everything),
+                         unseen_hybrid.format(absent=x, present=f"a {y}"))}
+    slots = rng.permutation(4)  # slots[0]: where the true caption goes
+    question = lambda pairs: [text for _, text in sorted(zip(slots, [pairs[kind][0]] + [pairs[k][1] for k in MCQ_KINDS]))]  # noqa: E731
+    return {"kind": kind, "choices": question(seen), "unseen_choices": question(unseen), "answer": int(slots[0]),
+            "true_negation": f"{everything} but no {y}", "false_affirmation": _join(present + [f"a {y}"]),
+            "false_negation": _negate(present, objects.index(x), rng)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="synth.py", description="Write the built-in synthetic negation world (images + triplets JSONL).",
         epilog="examples:\n"
                "  python synth.py\n"
-               "  python synth.py --out /tmp/w --n-train 2000 --n-test 200 --seed 1",
+               "  python synth.py --out /tmp/w --n-train 2000 --n-test 200 --seed 1\n"
+               "  python synth.py --out data/synth-true-neg0.3 --true-negations 0.3",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_SYNTH_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--n-train", type=int, default=10000, help="training triplets (default: %(default)s)")
     parser.add_argument("--n-test", type=int, default=1000, help="held-out triplets (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--true-negations", type=float, default=0.0, metavar="P",
+                        help="fraction of training captions that also negate an absent object (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.n_train < 1 or args.n_test < 1:
         parser.error("--n-train and --n-test must be at least 1")
-    write_synth(args.out, args.n_train, args.n_test, args.seed)
+    if not 0 <= args.true_negations <= 1:
+        parser.error("--true-negations must be a fraction in [0, 1]")
+    write_synth(args.out, args.n_train, args.n_test, args.seed, args.true_negations)
 
 
 if __name__ == "__main__":

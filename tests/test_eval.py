@@ -17,6 +17,7 @@ from data import CLIP_MEAN, CLIP_STD
 from tokenizer import get_tokenizer
 from eval import format_table, recall_at
 from model import ModelConfig
+from synth import SYNONYMS
 
 from conftest import SUGARCREPE_PP, run_python
 
@@ -44,7 +45,9 @@ def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["bench"] == "synth" and results["n"] == 40 and results["checkpoint"].endswith("ckpt.pt")
-    names = ["orig_over_neg", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "para_t2i_r1", "zeroshot_orig", "zeroshot_neg"]
+    names = ["orig_over_neg", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "para_t2i_r1", "syn_t2i_r1", "mcq",
+             "mcq_affirmation", "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff",
+             "trueneg_over_falseneg", "zeroshot_orig", "zeroshot_neg"]
     assert list(results["metrics"]) == names
     assert all(0.0 <= value <= 1.0 for value in results["metrics"].values())
 
@@ -300,3 +303,93 @@ def test_missing_or_bad_data_is_one_clear_line(bench, setup, expected, tiny_ckpt
     result = run_python("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- synth: negation meaning
+# Two planted readers of the world's language, each a model whose every score is known by hand.
+# An image of objects O is the indicator of O (dims 0-23) plus, for the reader of negation, the
+# indicator of the absent objects ("no o" is true of it, dims 24-47).
+#   reads_negation: a text is its affirmed objects (dims 0-23) + its negated ones (dims 24-47): a true
+#       text shares dimensions with the image, a false one fewer, so the true choice always wins.
+#   shortcut ("a negation word pushes away"): a text with "no"/"not"/"without" is -e_48, every
+#       image +e_48; other texts are their objects + e_48. Negated texts lose to everything.
+
+SYNTH_IMAGES = [["red circle"], ["blue square"], ["green triangle", "yellow cross"], ["white circle"],
+                ["purple square"], ["red cross"]]   # no image's objects contain another's: t2i is exact
+
+
+class WordModel(PlantedModel):
+    def __init__(self, reads_negation):
+        super().__init__()
+        self.reads_negation, self.classes = reads_negation, evaluation.synth_classes()
+
+    def encode_image(self, images):
+        pixels = (images[:, :, 16, 16] * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)) * 255
+        rows = []
+        for i in (pixels[:, 0] / 16).round().long().tolist():
+            vector = torch.zeros(49)
+            for o in SYNTH_IMAGES[i]:
+                vector[self.classes.index(o)] = 1
+            if self.reads_negation:
+                vector[24:48] = 1 - vector[:24]
+            else:
+                vector[48] = 1
+            rows.append(torch.nn.functional.normalize(vector, dim=0))
+        return torch.stack(rows)
+
+    def encode_text(self, tokens):
+        encoding = get_tokenizer()
+        rows = []
+        for row in tokens.tolist():
+            text = encoding.decode(row[: row.index(encoding.eot_token)])
+            self.seen_texts.append(text)
+            words = [WORDS.get(w, w) for w in text.replace(",", "").split()]
+            vector = torch.zeros(49)
+            for i in range(len(words) - 1):
+                name = f"{words[i]} {words[i + 1]}"
+                if name in self.classes:
+                    negated = words[i - 1] == "no" or words[i - 2:i] in (["not", "a"], ["without", "a"])
+                    vector[self.classes.index(name) + 24 * negated] = 1
+            if not self.reads_negation:
+                vector = -torch.eye(49)[48] if {"no", "not", "without"} & set(words) else vector + torch.eye(49)[48]
+            rows.append(torch.nn.functional.normalize(vector, dim=0))
+        return torch.stack(rows)
+
+
+WORDS = {synonym: word for word, synonym in SYNONYMS.items()}
+
+
+@pytest.fixture(scope="module")
+def planted_world(tmp_path_factory):
+    """Six solid test images (colour = index) with the objects above, captions in the world's words."""
+    root = tmp_path_factory.mktemp("planted_world")
+    lines = []
+    for i, objects in enumerate(SYNTH_IMAGES):
+        write_image(root / "images" / f"test_{i}.png", i, size=(64, 64))
+        caption = " and ".join(f"a {o}" for o in objects)
+        lines.append(json.dumps({"image": f"images/test_{i}.png", "caption": caption, "paraphrase": caption,
+                                 "negation": f"no {objects[0]}", "objects": objects}))
+    (root / "test.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_synth_negation_metrics_of_a_model_that_reads_negation_are_all_one(planted_world):
+    n, metrics = evaluation.evaluate_synth(WordModel(reads_negation=True), "cl100k_base", planted_world)
+    new = ["syn_t2i_r1", "mcq", "mcq_affirmation", "mcq_negation", "mcq_hybrid", "mcq_unseen_forms",
+           "trueneg_over_falseaff", "trueneg_over_falseneg"]
+    assert n == 6 and {name: metrics[name] for name in ["orig_over_neg", "t2i_r1"] + new} == dict.fromkeys(
+        ["orig_over_neg", "t2i_r1"] + new, 1.0)
+
+
+def test_synth_negation_metrics_catch_the_negation_word_shortcut(planted_world):
+    model = WordModel(reads_negation=False)
+    n, metrics = evaluation.evaluate_synth(model, "cl100k_base", planted_world)
+    # items 0 and 3 ask for an affirmation (item i: kind i % 3), which the shortcut gets right; for a
+    # negation or a hybrid every choice but the false affirmation "a Y" carries a negation word: "a Y" wins
+    assert metrics["orig_over_neg"] == 1.0 and metrics["t2i_r1"] == 1.0 and metrics["syn_t2i_r1"] == 1.0
+    assert (metrics["mcq"], metrics["mcq_affirmation"], metrics["mcq_negation"], metrics["mcq_hybrid"]) == \
+        (2 / 6, 1.0, 0.0, 0.0)
+    assert metrics["mcq_unseen_forms"] == 2 / 6
+    # the true negation loses to the false affirmation, and ties (not strictly >) with the false negation
+    assert metrics["trueneg_over_falseaff"] == 0.0 and metrics["trueneg_over_falseneg"] == 0.0
+    assert "a crimson disc" in model.seen_texts   # syn_t2i_r1 queries: every colour and shape in its synonym

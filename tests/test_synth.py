@@ -1,10 +1,33 @@
-"""synth.py: the built-in world is a function of its seed; negations negate a present object."""
+"""synth.py: the built-in world is a function of its seed; negations negate a present object; true
+negations an absent one; paraphrases speak in synonyms; the test split and its probes never depend
+on --true-negations."""
+
+import json
+import re
 
 import numpy as np
+import pytest
 
-from synth import COLOURS, SHAPES, synth_example, write_synth
+from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, negation_probes, synonymize, synth_example,
+                   world_settings, write_synth)
 
 from conftest import run_python
+
+WORDS = {synonym: word for word, synonym in SYNONYMS.items()}
+
+
+def is_true(text, objects):
+    """An independent reader of the world's language: a text is true of an image showing `objects`
+    when every object it affirms is there and every object it negates ("no", "not a", "without a"
+    right before it) is not. Synonyms read as their plain words; distractors (", no filter") name
+    no object and so never count."""
+    words = [WORDS.get(w, w) for w in re.findall(r"[a-z]+", text)]
+    for i in range(len(words) - 1):
+        if words[i] in COLOURS and words[i + 1] in SHAPES:
+            negated = words[i - 1] == "no" or words[i - 2:i] in (["not", "a"], ["without", "a"])
+            if (f"{words[i]} {words[i + 1]}" in objects) == negated:
+                return False
+    return True
 
 
 def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
@@ -12,24 +35,86 @@ def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
     second = write_synth(tmp_path / "b", n_train=5, n_test=2, seed=9, log=lambda *_: None)
     assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
     assert (first / "images/train_000004.png").read_bytes() == (second / "images/train_000004.png").read_bytes()
+    assert world_settings(first) == {"version": 2, "seed": 9, "n_train": 5, "n_test": 2, "true_negations": 0.0}
 
 
 def test_negations_keep_every_content_word_and_negate_a_present_object():
     rng = np.random.default_rng(0)
-    negation_words = {"no", "not", "without", "but", "there", "is", "and", "a"}
     for _ in range(300):
-        _, caption, paraphrase, negation, objects = synth_example(rng)
-        words = lambda text: set(text.replace(",", " ").split()) - negation_words  # noqa: E731
-        assert words(caption) == words(negation) == words(paraphrase) - {"an", "image", "of", "photo", "this",
-                                                                           "picture", "shows"}
-        assert any(f"no {o}" in negation or f"not a {o}" in negation or f"without a {o}" in negation
-                   for o in objects)
+        _, texts, objects = synth_example(rng)
+        content = lambda text: sorted(WORDS.get(w, w) for w in re.findall(r"[a-z]+", text)  # noqa: E731
+                                      if WORDS.get(w, w) in COLOURS or WORDS.get(w, w) in SHAPES)
+        assert content(texts["caption"]) == content(texts["negation"]) == content(texts["paraphrase"])
+        assert is_true(texts["caption"], objects) and is_true(texts["paraphrase"], objects)
+        assert not is_true(texts["negation"], objects) and is_true(texts["true_negation"], objects)
         assert all(o.split()[0] in COLOURS and o.split()[1] in SHAPES for o in objects)
+
+
+def test_synonymize_swaps_whole_colour_and_shape_words_only():
+    assert synonymize("a red circle, a blue square and no white cross, no filter", 1.0) == \
+        "a crimson disc, a navy box and no snowy plus, no filter"
+    assert synonymize("a red circle", 0.0) == "a red circle"
+
+
+def test_paraphrases_speak_in_synonyms_that_captions_almost_never_use():
+    rng = np.random.default_rng(1)
+    texts = [synth_example(rng)[1] for _ in range(1000)]
+    uses_synonyms = lambda text: any(w in WORDS for w in re.findall(r"[a-z]+", text))  # noqa: E731
+    assert sum(map(uses_synonyms, (t["caption"] for t in texts))) / 1000 < 0.05   # measured 0.043 at seed 0
+    assert sum(map(uses_synonyms, (t["paraphrase"] for t in texts))) / 1000 > 0.9
+
+
+def test_true_negations_negate_an_absent_object_in_training_captions_only(tmp_path):
+    plain = write_synth(tmp_path / "p0", n_train=6, n_test=4, seed=2, log=lambda *_: None)
+    every = write_synth(tmp_path / "p1", n_train=9, n_test=4, seed=2, true_negations=1.0, log=lambda *_: None)
+    read = lambda folder, split: [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]  # noqa: E731
+    # the held-out split does not depend on n_train or true_negations: same texts, same pixels
+    assert (plain / "test.jsonl").read_text() == (every / "test.jsonl").read_text()
+    assert (plain / "images/test_000003.png").read_bytes() == (every / "images/test_000003.png").read_bytes()
+    # training images are the same too; only their texts change
+    assert (plain / "images/train_000005.png").read_bytes() == (every / "images/train_000005.png").read_bytes()
+    for before, after in zip(read(plain, "train"), read(every, "train")):
+        assert after["caption"] == before["true_negation"] != before["caption"]
+        assert is_true(after["caption"], after["objects"]) and is_true(after["paraphrase"], after["objects"])
+        assert not is_true(after["negation"], after["objects"])
+        assert re.search(r"(but no|without a|and not a) [a-z]+ [a-z]+(,|$)", after["caption"])
+    assert not any(re.search(r"(but no|without a|and not a) ", r["caption"]) for r in read(plain, "train"))
+    with pytest.raises(Exception, match="fraction"):
+        write_synth(tmp_path / "bad", n_train=1, n_test=1, true_negations=1.5)
+
+
+@pytest.mark.parametrize("kind", MCQ_KINDS)
+def test_probes_ask_questions_with_exactly_one_true_caption(kind):
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        _, _, objects = synth_example(rng)
+        probe = negation_probes(objects, kind, rng)
+        for key in ("choices", "unseen_choices"):
+            truth = [is_true(text, objects) for text in probe[key]]
+            assert truth.count(True) == 1 and truth[probe["answer"]], (objects, probe[key])
+        assert is_true(probe["true_negation"], objects) and " but no " in probe["true_negation"]
+        assert not is_true(probe["false_affirmation"], objects) and not is_true(probe["false_negation"], objects)
+
+
+def test_probes_use_no_word_the_world_does_not_use():
+    rng = np.random.default_rng(4)
+    world = set()
+    for _ in range(2000):
+        _, texts, _ = synth_example(rng, true_negation_rate=0.5)
+        world |= {w for text in texts.values() for w in re.findall(r"[a-z]+", text)}
+    probes = [negation_probes(synth_example(rng)[2], kind, rng) for kind in MCQ_KINDS * 100]
+    used = {w for p in probes for key in ("choices", "unseen_choices") for text in p[key]
+            for w in re.findall(r"[a-z]+", text)}
+    assert used <= world, used - world
 
 
 def test_cli_writes_the_world_and_data_py_synth_is_the_same_command(tmp_path):
     for script, folder in ((["synth.py"], "a"), (["data.py", "synth"], "b")):
-        result = run_python(*script, "--out", tmp_path / folder, "--n-train", "3", "--n-test", "2", "--seed", "4")
+        result = run_python(*script, "--out", tmp_path / folder, "--n-train", "3", "--n-test", "2", "--seed", "4",
+                            "--true-negations", "0.5")
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "a/train.jsonl").read_text() == (tmp_path / "b/train.jsonl").read_text()
     assert len((tmp_path / "a/test.jsonl").read_text().splitlines()) == 2
+    assert world_settings(tmp_path / "a")["true_negations"] == 0.5
+    bad = run_python("synth.py", "--out", tmp_path / "c", "--true-negations", "2")
+    assert bad.returncode == 2 and "--true-negations must be a fraction" in bad.stderr
