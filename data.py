@@ -164,14 +164,21 @@ def _read_csv(path: Path):
 class TripletDataset(torch.utils.data.Dataset):
     """Items are (image, *texts): the record's text for each of `fields` ("" where it has none).
     Indexed by (index, seed) so that the random crop depends only on the sample's seed, not on
-    worker count or on resuming."""
+    worker count or on resuming. caption_augment="paraphrase": the caption is the record's
+    caption or its paraphrase, one of the two at random per sample (also from the seed)."""
 
-    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS):
+    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS, caption_augment=None):
         missing = next((r for r in records if not r["image"].is_file()), None)
         if missing is not None:
             raise DataError(f"{missing['where']}: image {missing['image']} does not exist; "
                             "fix the path or remove the line")
-        self.records, self.fields = records, tuple(fields)
+        if caption_augment not in (None, "paraphrase"):
+            raise ValueError(f"caption_augment must be None or 'paraphrase', not {caption_augment!r}")
+        lacking = next((r for r in records if caption_augment and "paraphrase" not in r), None)
+        if lacking is not None:
+            raise DataError(f"{lacking['where']}: no 'paraphrase' to augment the caption with; "
+                            "add one or drop --caption-augment")
+        self.records, self.fields, self.caption_augment = records, tuple(fields), caption_augment
         self.transform = image_transform(image_size, train=train)
 
     def __len__(self):
@@ -182,7 +189,10 @@ class TripletDataset(torch.utils.data.Dataset):
         record = self.records[index]
         generator = torch.Generator().manual_seed(seed)
         image = self.transform(read_image(record["image"], record["where"]), generator)
-        return (image, *(record.get(field, "") for field in self.fields))
+        texts = {field: record.get(field, "") for field in self.fields}
+        if self.caption_augment and torch.rand((), generator=generator) < 0.5:
+            texts["caption"] = record["paraphrase"]
+        return (image, *texts.values())
 
 
 class EpochBatches(torch.utils.data.Sampler):

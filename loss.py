@@ -66,6 +66,10 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
 #   L_para  = mean(1 - cos(p(t), p(t+)))         pull paraphrases onto the original
 #   L_neg   = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
 #   L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
+#
+# An option beyond the paper: the paraphrase term in its own subspace, B_para: K_para x D,
+#   L_para = mean(1 - cos(p_para(t), p_para(t+))),   p_para(x) = normalize(B_para x)
+# K_para = D makes B_para a rotation, so L_para acts on the full embedding: cos(t, t+).
 
 
 # train.py --loss NAME builds SemCLIPLoss(embed_dim, **LOSS_VARIANTS[NAME])
@@ -108,13 +112,16 @@ class SemCLIPLoss(nn.Module):
 
     def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
                  num_projections=2, learnable_projections=False, normalize_projections=True,
-                 negatives_in_contrastive=False, seed=0, contrastive="softmax", contrastive_impl="auto"):
+                 negatives_in_contrastive=False, seed=0, contrastive="softmax", contrastive_impl="auto",
+                 num_paraphrase_projections=None):
         super().__init__()
         if contrastive_weight + paraphrase_weight + negation_weight <= 0:
             raise ValueError("the loss weights must have a positive sum")
         if contrastive not in ("softmax", "sigmoid"):
             raise ValueError(f"contrastive must be 'softmax' or 'sigmoid', not {contrastive!r}")
         check_impl(contrastive_impl)
+        if max(num_projections, num_paraphrase_projections or 0) > embed_dim:
+            raise ValueError(f"a projection keeps at most the embedding's {embed_dim} dimensions")
         self.weights = {"contrastive": contrastive_weight, "paraphrase": paraphrase_weight,
                         "negation": negation_weight}
         self.normalize_projections = normalize_projections
@@ -132,6 +139,10 @@ class SemCLIPLoss(nn.Module):
             parametrizations.orthogonal(self, "basis")
         else:
             self.register_buffer("basis", basis)
+        # B_para: the paraphrase term's own fixed basis, or None: it shares B (the paper)
+        self.register_buffer("paraphrase_basis", None if num_paraphrase_projections is None else torch.linalg.qr(
+            torch.randn(embed_dim, num_paraphrase_projections, generator=torch.Generator().manual_seed(seed + 1))
+        ).Q.t().contiguous())
         if contrastive == "sigmoid":
             self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
@@ -146,19 +157,19 @@ class SemCLIPLoss(nn.Module):
         used = {field for name, fields in self.term_texts().items() if self.weights[name] != 0 for field in fields}
         return tuple(field for field in self.TEXT_FIELDS if field in used)
 
-    def project(self, embeddings):
-        # p(x) = normalize(B x). Only the subspace matters: p(x) . p(y) is unchanged by any
+    def project(self, embeddings, basis=None):
+        # p(x) = normalize(B x) (B_para x for the paraphrase term when it has its own basis). Only the subspace matters: p(x) . p(y) is unchanged by any
         # rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
         # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
         # the flag changes nothing: their cosine loss normalises either way.)
-        projections = embeddings @ self.basis.t()
+        projections = embeddings @ (self.basis if basis is None else basis).t()
         return F.normalize(projections, dim=-1) if self.normalize_projections else projections
 
-    def projected_cosine(self, a, b):
+    def projected_cosine(self, a, b, basis=None):
         """cos(p(a), p(b)) per row; NaN where b was not given (the term is then not measured)."""
         if b is None:
             return a.new_full(a.shape[:1], float("nan"))
-        return (self.project(a) * self.project(b)).sum(-1)
+        return (self.project(a, basis) * self.project(b, basis)).sum(-1)
 
     def contrastive_term(self, image, text, negation, logit_scale):
         if self.negatives_in_contrastive and negation is None:
@@ -185,7 +196,7 @@ class SemCLIPLoss(nn.Module):
         # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives
         l_clip = self.contrastive_term(image, text, negation, logit_scale)
         # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
-        l_para = (1 - self.projected_cosine(text, paraphrase)).mean()
+        l_para = (1 - self.projected_cosine(text, paraphrase, self.paraphrase_basis)).mean()
         # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
         l_neg = F.relu(self.projected_cosine(text, negation)).mean()
         # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)

@@ -35,7 +35,7 @@ from errors import DataError, run_cli
 from eval import default_device, evaluate_synth, format_table
 from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint
-from synth import DEFAULT_SYNTH_DIR, write_synth
+from synth import DEFAULT_SYNTH_DIR, WORLD_VERSION, world_settings, write_synth
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,6 +62,11 @@ def parse_args(argv=None):
                                                 "(default: the synthetic world in data/synth)")
     data.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                       help="where the synthetic world lives when no --data is given (default: %(default)s)")
+    data.add_argument("--true-negations", type=float, default=0.0, metavar="P",
+                      help="built-in world only: train on its sibling SYNTH_DIR-true-negP, where a fraction P of "
+                           "the training captions also negate an absent object (same test split; default: %(default)s)")
+    data.add_argument("--caption-augment", choices=("paraphrase",),
+                      help="paraphrase: each sample's caption is its caption or its paraphrase, at random")
     data.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
     model = parser.add_argument_group("model and loss")
     model.add_argument("--model", default="tiny", help="preset: tiny, small, B-32 (default: %(default)s)")
@@ -76,6 +81,9 @@ def parse_args(argv=None):
     model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
     model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")
     model.add_argument("--num-projections", type=int, default=2, help="K, rows of the projection basis")
+    model.add_argument("--paraphrase-projections", type=int, metavar="K_PARA",
+                       help="the paraphrase term in its own fixed K_PARA-dim subspace; the embedding width: the "
+                            "full embedding (default: it shares the negation term's K)")
     model.add_argument("--learnable-projections", action="store_true", help="learn the basis (default: fixed)")
     model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
     model.add_argument("--contrastive-impl", choices=IMPLEMENTATIONS, default="auto",
@@ -110,6 +118,12 @@ def parse_args(argv=None):
     for name in ("batch_size", "accum_steps", "steps", "log_every", "save_every", "keep", "num_projections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.paraphrase_projections is not None and args.paraphrase_projections < 1:
+        parser.error("--paraphrase-projections must be at least 1")
+    if not 0 <= args.true_negations <= 1:
+        parser.error("--true-negations must be a fraction in [0, 1]")
+    if args.true_negations and args.data is not None:
+        parser.error("--true-negations changes the built-in world; it does nothing with --data")
     if args.workers < 0 or args.warmup < 0:
         parser.error("--workers and --warmup must be >= 0")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
@@ -194,6 +208,7 @@ def build_loss(args, embed_dim: int) -> SemCLIPLoss:
     return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight,
                        num_projections=args.num_projections, learnable_projections=args.learnable_projections,
                        normalize_projections=not args.no_normalize_projections, seed=args.seed,
+                       num_paraphrase_projections=args.paraphrase_projections,
                        contrastive_impl=args.contrastive_impl, **settings)
 
 
@@ -309,16 +324,31 @@ def json_args(args) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
+def synth_world(args) -> Path:
+    """The built-in world to train on: --synth-dir, or with --true-negations P its sibling
+    SYNTH_DIR-true-negP (the same seed and sizes, so the same images and the same test split)."""
+    if args.true_negations == 0:
+        return args.synth_dir
+    return args.synth_dir.with_name(f"{args.synth_dir.name}-true-neg{args.true_negations:g}")
+
+
 def resolve_data(args, rank: int):
     """The training file, writing the synthetic world first (rank 0, once) when no --data is given."""
     if args.data is not None:
         return args.data
-    if rank == 0 and not ((args.synth_dir / "train.jsonl").is_file() and (args.synth_dir / "test.jsonl").is_file()):
-        print(f"writing the synthetic negation world to {args.synth_dir} (once)")
-        write_synth(args.synth_dir)
+    world = synth_world(args)
+    if rank == 0 and not ((world / "train.jsonl").is_file() and (world / "test.jsonl").is_file()):
+        print(f"writing the synthetic negation world to {world} (once)")
+        sizes = {k: v for k, v in world_settings(args.synth_dir).items() if k in ("seed", "n_train", "n_test")}
+        write_synth(world, **sizes, true_negations=args.true_negations)
     if dist.is_initialized():
         dist.barrier()
-    return args.synth_dir / "train.jsonl"
+    settings = world_settings(world)
+    if settings.get("version") != WORLD_VERSION or settings.get("true_negations") != args.true_negations:
+        raise DataError(f"{world}: written by other settings ({settings or 'an older synth.py'}), not version "
+                        f"{WORLD_VERSION} with --true-negations {args.true_negations:g}; delete the folder to "
+                        "rewrite it")
+    return world / "train.jsonl"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -347,7 +377,8 @@ def prepare(args) -> Run:
     records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
     # every text field the data has is encoded, so the loss logs its terms even at weight 0
     fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
-    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields)
+    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields,
+                             caption_augment=args.caption_augment)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
     return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, ckpt)
@@ -451,7 +482,7 @@ def main():
     run = prepare(args)
     model = train(args, run)
     if model is not None and args.data is None:
-        n, metrics = evaluate_synth(model, run.tokenizer, args.synth_dir, args.device)
+        n, metrics = evaluate_synth(model, run.tokenizer, synth_world(args), args.device)
         print(f"\nsynthetic test split ({n} items), --loss {args.loss}:")
         print(format_table({args.loss: metrics}, list(metrics)))
         print("orig_over_neg: true caption beats its negation; zeroshot_neg: lower is better", file=sys.stderr)

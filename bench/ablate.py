@@ -1,20 +1,22 @@
-"""The paper in miniature: CLIP vs negations-as-hard-negatives vs SemCLIP on the synthetic world.
+"""The paper in miniature: CLIP vs negations-as-hard-negatives vs SemCLIP on the synthetic world,
+each trained on the world as the paper has it (every training negation false) and on the world
+where a fraction P of the training captions also carry a true negation (--true-negations P).
 
-    python bench/ablate.py                                       # 5 variants x seeds 0 1 2, README's table
-    python bench/ablate.py --variants clip semclip --seeds 0     # the two that matter, one seed
+    python bench/ablate.py                                       # the README's table
+    python bench/ablate.py --variants clip semclip --seeds 0 --true-negations 0
     python bench/ablate.py --steps 200 --batch-size 64           # unknown flags go to train.py as they are
 
-Every (variant, seed) is one `python train.py --loss ... --seed S --out OUT/<variant>_s<S>` run,
-exactly the command a reader would type, timed from the outside, then evaluated on the
-synthetic test split (eval.evaluate_synth) into OUT/<variant>_s<S>/results.json. Same data,
-steps, model and seeds for every variant, so the only difference is the loss. A run whose
-results.json exists is skipped: rerun the same command to finish a killed ablation.
+A row is a variant on one world: `semclip` on the paper's world, `semclip_tn0.3` on the world
+with P = 0.3. Every (row, seed) is one `python train.py --loss ... [--true-negations P] --seed S
+--out OUT/<row>_s<S>` run, exactly the command a reader would type, timed from the outside, then
+evaluated on the held-out split (eval.evaluate_synth, the same for every P) into
+OUT/<row>_s<S>/results.json. The --main-rows run every seed, the others the first seed only.
+A run whose results.json exists is skipped: rerun the same command to finish a killed ablation.
 
-Writes OUT/ablation.json (every run, and mean/std per variant), OUT/ablation.md (the table for
-the README) and --figure (default OUT/margins.svg): for CLIP and SemCLIP (first seed), the
-histogram over test items of cos(image, caption) - cos(image, negation). Right of zero, the
-model prefers the true caption; CLIP's mass sits on zero because it has learned that "no" and
-"not" mean nothing.
+Writes OUT/ablation.json (every run, mean/std per row, the basis check), OUT/ablation.md (the
+tables for the README), --figure (default OUT/margins.svg: for CLIP and SemCLIP, first seed, the
+histogram over test items of cos(image, caption) - cos(image, negation)) and --mcq-figure
+(default OUT/mcq.svg: multiple-choice accuracy by question type, per row).
 """
 
 import argparse
@@ -39,18 +41,28 @@ from errors import DataError, run_cli  # noqa: E402
 from synth import DEFAULT_SYNTH_DIR, write_synth  # noqa: E402
 from eval import (default_device, embed_images, embed_texts, evaluate_synth, load_model,  # noqa: E402
                   write_results)
+from loss import SemCLIPLoss  # noqa: E402
 
-# variant name: its train.py flags. The paper's comparison plus two SemCLIP knobs.
+# variant name: its train.py flags. The paper's comparison, a caption-augmentation baseline, the
+# projection size K, and the paraphrase term on the full embedding (the tiny model's width: 96).
 VARIANTS = {
-    "clip": ["--loss", "clip"],                                 # contrastive only
-    "negclip": ["--loss", "negclip"],                           # negations as extra hard negatives
-    "semclip": ["--loss", "semclip"],                           # paper defaults: K=2, fixed basis
+    "clip": ["--loss", "clip"],                                           # contrastive only
+    "clip_aug": ["--loss", "clip", "--caption-augment", "paraphrase"],    # caption or paraphrase, at random
+    "negclip": ["--loss", "negclip"],                                     # negations as extra hard negatives
+    "semclip": ["--loss", "semclip"],                                     # paper defaults: K=2, fixed basis
+    "semclip_k8": ["--loss", "semclip", "--num-projections", "8"],
+    "semclip_k96": ["--loss", "semclip", "--num-projections", "96"],      # K = the embedding width
+    "semclip_para96": ["--loss", "semclip", "--paraphrase-projections", "96"],  # L_para full, L_neg in K=2
     "semclip_learnable": ["--loss", "semclip", "--learnable-projections"],
-    "semclip_k1": ["--loss", "semclip", "--num-projections", "1"],
 }
-METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "zeroshot_orig", "zeroshot_neg")
-OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--learnable-projections", "--num-projections")
+ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about the paper's setting
+METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
+           "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff", "trueneg_over_falseneg",
+           "zeroshot_orig", "zeroshot_neg")
+OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--learnable-projections", "--num-projections",
+                   "--true-negations", "--caption-augment", "--paraphrase-projections")
 FIGURE_VARIANTS = {"clip": "#d9542b", "semclip": "#2b6cd9"}  # variant: colour
+MCQ_COLOURS = {"mcq_affirmation": "#7f7f7f", "mcq_negation": "#d9542b", "mcq_hybrid": "#2b6cd9"}
 
 
 def parse_args():
@@ -65,12 +77,17 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT",
                         help="some of: %(choices)s (default: all)")
+    parser.add_argument("--true-negations", nargs="+", type=float, default=[0.0, 0.3], metavar="P",
+                        help="the worlds: fractions of training captions with a true negation (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
+    parser.add_argument("--main-rows", nargs="*", default=["clip", "negclip", "semclip", "semclip_para96_tn0.3"],
+                        metavar="ROW", help="rows that run every seed; the others run the first (default: %(default)s)")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: train.py's)")
     parser.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                         help="synthetic world, written once if missing (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"), help="(default: %(default)s)")
     parser.add_argument("--figure", type=Path, help="margin histogram SVG (default: OUT/margins.svg)")
+    parser.add_argument("--mcq-figure", type=Path, help="MCQ accuracy by question type SVG (default: OUT/mcq.svg)")
     parser.add_argument("--workers", type=int, default=2, help="train.py's DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default=default_device(), help="(default: %(default)s)")
     args, train_flags = parser.parse_known_args()
@@ -82,57 +99,73 @@ def parse_args():
         parser.error("--steps must be at least 1")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds: each seed once")
+    if any(not 0 <= p <= 1 for p in args.true_negations):
+        parser.error("--true-negations: fractions in [0, 1]")
     args.figure = args.figure or args.out / "margins.svg"
+    args.mcq_figure = args.mcq_figure or args.out / "mcq.svg"
     return args
 
 
-def train_command(args, variant, seed, run_dir):
+def row_name(variant, true_negations):
+    return variant if true_negations == 0 else f"{variant}_tn{true_negations:g}"
+
+
+def ablation_rows(args):
+    """[(row, variant, P)]: every variant on every world, in the order asked."""
+    return [(row_name(v, p), v, p) for p in args.true_negations for v in args.variants
+            if p == 0 or v not in ONLY_ON_THE_PAPERS_WORLD]
+
+
+def train_command(args, variant, true_negations, seed, run_dir):
     steps = [] if args.steps is None else ["--steps", str(args.steps)]
-    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], "--seed", str(seed), *steps,
-            "--synth-dir", str(args.synth_dir), "--workers", str(args.workers), "--device", args.device,
+    world = [] if true_negations == 0 else ["--true-negations", f"{true_negations:g}"]
+    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], *world, "--seed", str(seed),
+            *steps, "--synth-dir", str(args.synth_dir), "--workers", str(args.workers), "--device", args.device,
             "--out", str(run_dir), *args.train_flags]
 
 
-def run_one(args, variant, seed, run_dir):
+def run_one(args, row, variant, true_negations, seed, run_dir):
     """Train (a subprocess, log in RUN/train.log), evaluate, write RUN/results.json; returns its dict."""
     if run_dir.exists():
         print(f"  discarding the unfinished run in {run_dir}")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    command = train_command(args, variant, seed, run_dir)
+    command = train_command(args, variant, true_negations, seed, run_dir)
     begin = time.time()
     with (run_dir / "train.log").open("w") as log:
         finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
     train_s = time.time() - begin
     if finished.returncode != 0:
         last = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or ["no output"]
-        raise DataError(f"{variant} seed {seed}: train.py failed ({last[0]}); full log {run_dir / 'train.log'}")
+        raise DataError(f"{row} seed {seed}: train.py failed ({last[0]}); full log {run_dir / 'train.log'}")
     model, tokenizer = load_model(run_dir / "ckpt.pt", args.device)
-    n, metrics = evaluate_synth(model, tokenizer, args.synth_dir, args.device)
-    write_results(run_dir / "results.json", "synth", run_dir / "ckpt.pt", n, metrics, variant=variant, seed=seed,
-                  train_s=train_s, command="python " + " ".join(command[1:]))
+    n, metrics = evaluate_synth(model, tokenizer, args.synth_dir, args.device)  # the paper's world's test split
+    write_results(run_dir / "results.json", "synth", run_dir / "ckpt.pt", n, metrics, variant=row, seed=seed,
+                  true_negations=true_negations, train_s=train_s, command="python " + " ".join(command[1:]))
     return json.loads((run_dir / "results.json").read_text())
 
 
 def summarize(results, variants):
-    """{variant: {metric: (mean, std over seeds)}}; std is the sample std (0 with one seed)."""
+    """{row: {metric: (mean, std over seeds)}}; std is the sample std (0 with one seed)."""
     summary = {}
     for variant in variants:
         runs = [r for r in results if r["variant"] == variant]
         columns = {m: [r["metrics"][m] for r in runs] for m in METRICS} | {"train_s": [r["train_s"] for r in runs]}
         summary[variant] = {m: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
-                            for m, v in columns.items()}
+                            for m, v in columns.items()} | {"seeds": (len(runs), 0.0)}
     return summary
 
 
 def cell(metric, mean, std):
+    if metric == "seeds":
+        return f"{mean:.0f}"
     return f"{mean:.0f} ± {std:.0f}" if metric == "train_s" else f"{mean:.3f} ± {std:.3f}"
 
 
-def markdown_table(summary) -> str:
+def markdown_table(summary, metrics=METRICS) -> str:
     """One row per variant, "mean ± std" cells, padded so that it reads as well in a terminal as in the README
     (eval.format_table is for single numbers)."""
-    rows = [["variant", *METRICS, "train_s"]]
+    rows = [["variant", "seeds", *metrics, "train_s"]]
     rows += [[variant, *(cell(m, *stats[m]) for m in rows[0][1:])] for variant, stats in summary.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(row, widths))) + " |"
@@ -146,6 +179,58 @@ def paired_gains(results, variant, baseline="clip"):
     by_seed = {(r["variant"], r["seed"]): r["metrics"] for r in results}
     seeds = [s for v, s in by_seed if v == variant and (baseline, s) in by_seed]
     return {m: statistics.mean(by_seed[variant, s][m] - by_seed[baseline, s][m] for s in seeds) for m in METRICS}
+
+
+def side_by_side(summary, rows) -> str:
+    """Metrics down, the given rows across: two recipes compared on every metric."""
+    lines = ["| metric | " + " | ".join(f"`{r}`" for r in rows) + " |", "|---" + "|---:" * len(rows) + "|"]
+    lines += [f"| {m} | " + " | ".join(cell(m, *summary[r][m]) for r in rows) + " |" for m in METRICS]
+    return "\n".join(lines)
+
+
+def negation_loss_under_bases(args, run_dir, seed, fresh=10):
+    """L_neg = mean(max(0, cos(p(t), p(t-)))) of a run's test captions and negations, under the basis it
+    trained with, the initial basis (seed S) and `fresh` random bases never seen in training."""
+    records = read_triplets(args.synth_dir / "test.jsonl", ("paraphrase", "negation"))
+    model, tokenizer = load_model(run_dir / "ckpt.pt", args.device)
+    text, negation = (embed_texts(model, [r[k] for r in records], tokenizer, args.device) for k in ("caption", "negation"))
+    state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)["loss"]
+    dim = model.config.embed_dim
+    trained = SemCLIPLoss(dim, learnable_projections=any(k.startswith("parametrizations") for k in state), seed=seed)
+    trained.load_state_dict(state)
+    scores = lambda loss: torch.relu(loss.projected_cosine(text, negation)).mean().item()  # noqa: E731
+    with torch.no_grad():
+        random_bases = [scores(SemCLIPLoss(dim, seed=1000 + k)) for k in range(fresh)]
+        return {"trained": scores(trained), "initial": scores(SemCLIPLoss(dim, seed=seed)),
+                "fresh_mean": statistics.mean(random_bases), "fresh_min": min(random_bases)}
+
+
+def mcq_bars_svg(summary, title, width=720, height=300) -> str:
+    """Grouped bars: MCQ accuracy by question type (affirmation, negation, hybrid) per row, a chance line."""
+    rows, left, bottom, top = list(summary), 50, 90, 40
+    group = (width - left - 20) / len(rows)
+    bar = group * 0.8 / len(MCQ_COLOURS)
+    y = lambda v: height - bottom - v * (height - bottom - top)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="11">', f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{title}</text>']
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - 20}" y2="{y(tick):.1f}" '
+                     f'stroke="{"black" if tick == 0 else "#dddddd"}"/>')
+        parts.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    parts.append(f'<line x1="{left}" y1="{y(0.25):.1f}" x2="{width - 20}" y2="{y(0.25):.1f}" stroke="black" '
+                 f'stroke-dasharray="4 3"/><text x="{width - 22}" y="{y(0.25) - 4:.1f}" text-anchor="end">chance</text>')
+    for i, row in enumerate(rows):
+        x0 = left + i * group + group * 0.1
+        for k, (metric, colour) in enumerate(MCQ_COLOURS.items()):
+            value = summary[row][metric][0]
+            parts.append(f'<rect x="{x0 + k * bar:.1f}" y="{y(value):.1f}" width="{bar - 1:.1f}" '
+                         f'height="{y(0) - y(value):.1f}" fill="{colour}"><title>{row} {metric} {value:.3f}</title></rect>')
+        parts.append(f'<text transform="translate({x0 + group * 0.4:.1f},{y(0) + 10:.1f}) rotate(40)">{row}</text>')
+    for k, (metric, colour) in enumerate(MCQ_COLOURS.items()):
+        parts.append(f'<rect x="{left + 10 + 150 * k}" y="26" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{left + 24 + 150 * k}" y="35">{metric.removeprefix("mcq_")} (true caption)</text>')
+    return "\n".join(parts + ["</svg>"]) + "\n"
 
 
 def caption_margins(args, run_dir):
@@ -206,60 +291,78 @@ def main():
     if not ((args.synth_dir / "train.jsonl").is_file() and (args.synth_dir / "test.jsonl").is_file()):
         print(f"writing the synthetic negation world to {args.synth_dir} (once)")
         write_synth(args.synth_dir)
-    jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    rows = ablation_rows(args)
+    jobs = [(row, variant, p, seed) for seed in args.seeds for row, variant, p in rows
+            if seed == args.seeds[0] or row in args.main_rows]
     results, begin, trained = [], time.time(), 0
-    for k, (variant, seed) in enumerate(jobs, 1):
-        run_dir = args.out / f"{variant}_s{seed}"
-        command = " ".join(train_command(args, variant, seed, run_dir)[1:])
+    for k, (row, variant, true_negations, seed) in enumerate(jobs, 1):
+        run_dir = args.out / f"{row}_s{seed}"
+        command = " ".join(train_command(args, variant, true_negations, seed, run_dir)[1:])
         if (run_dir / "results.json").is_file():
             done = json.loads((run_dir / "results.json").read_text())
             if done["command"] != f"python {command}":  # never mix runs of different settings in one table
                 raise DataError(f"{run_dir} was trained by `{done['command']}`, not `python {command}`; "
                                 "pick another --out or delete that folder")
-            print(f"[{k}/{len(jobs)}] {variant} seed {seed}: done before, reading {run_dir / 'results.json'} "
+            print(f"[{k}/{len(jobs)}] {row} seed {seed}: done before, reading {run_dir / 'results.json'} "
                   "(delete it to rerun)")
             results.append(done)
             continue
-        print(f"[{k}/{len(jobs)}] {variant} seed {seed}: python {command}", flush=True)
-        results.append(run_one(args, variant, seed, run_dir))
+        print(f"[{k}/{len(jobs)}] {row} seed {seed}: python {command}", flush=True)
+        results.append(run_one(args, row, variant, true_negations, seed, run_dir))
         trained += 1
         elapsed = time.time() - begin
         metrics = results[-1]["metrics"]
-        print(f"  orig_over_neg {metrics['orig_over_neg']:.3f} | t2i_r1 {metrics['t2i_r1']:.3f} | "
-              f"train {results[-1]['train_s']:.0f}s | elapsed {elapsed / 60:.1f} min | "
+        print(f"  orig_over_neg {metrics['orig_over_neg']:.3f} | mcq {metrics['mcq']:.3f} | "
+              f"t2i_r1 {metrics['t2i_r1']:.3f} | train {results[-1]['train_s']:.0f}s | elapsed {elapsed / 60:.1f} min | "
               f"eta {elapsed / trained * (len(jobs) - k) / 60:.1f} min", flush=True)
     wall_s = time.time() - begin
 
-    summary = summarize(results, args.variants)
+    names = [row for row, _, _ in rows]
+    summary = summarize(results, names)
     machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, device {args.device}, "
                f"torch {torch.__version__}")
-    print(f"\nsynthetic test split, {len(args.seeds)} seed(s) {args.seeds}, mean ± std over seeds:")
+    print(f"\nthe paper's world's test split, seeds {args.seeds} for {args.main_rows}, {args.seeds[0]} for the rest; "
+          "mean ± std over seeds:")
     print(markdown_table(summary))
-    gains = {v: paired_gains(results, v) for v in args.variants if v != "clip" and "clip" in args.variants}
+    gains = {v: paired_gains(results, v) for v in names if v != "clip" and "clip" in names}
     for variant, gain in gains.items():
         print(f"{variant} - clip, same seeds: " + ", ".join(f"{m} {gain[m]:+.3f}" for m in METRICS))
     timing = (f"{machine}; train.py runs {sum(r['train_s'] for r in results) / 60:.1f} min in all, "
               f"this invocation {wall_s / 60:.1f} min")
-    print("orig_over_neg: the true caption beats its negation; zeroshot_neg: lower is better; "
+    print("orig_over_neg: the true caption beats its negation; mcq*: chance 0.25; zeroshot_neg: lower is better; "
           f"train_s: wall seconds of one train.py run. {timing}")
+    # Does a learned basis make L_neg hold only inside itself? L_neg of the test texts under other bases
+    basis_check = {f"{row}_s{args.seeds[0]}": negation_loss_under_bases(args, args.out / f"{row}_s{args.seeds[0]}",
+                                                                         args.seeds[0])
+                   for row in ("semclip", "semclip_learnable") if row in names}
+    for run, scores in basis_check.items():
+        print(f"L_neg of {run}'s test texts: " + ", ".join(f"{k} basis {v:.3f}" for k, v in scores.items()))
 
     command = "python bench/ablate.py " + " ".join(sys.argv[1:])
     (args.out / "ablation.json").write_text(json.dumps(
         {"command": command, "machine": machine, "wall_s": wall_s, "runs": results, "gains_vs_clip": gains,
+         "basis_check": basis_check,
          "summary": {v: {m: {"mean": a, "std": b} for m, (a, b) in s.items()} for v, s in summary.items()}},
         indent=2) + "\n")
-    (args.out / "ablation.md").write_text(f"`{command}` ({len(args.seeds)} seeds, mean ± sample std over seeds; "
-                                          f"{timing})\n\n{markdown_table(summary)}\n", encoding="utf-8")
+    basis_lines = "".join(f"- L_neg of `{run}`'s test texts: " + ", ".join(f"{k} basis {v:.3f}" for k, v in
+                                                                          scores.items()) + "\n"
+                          for run, scores in basis_check.items())
+    (args.out / "ablation.md").write_text(
+        f"`{command}` (seeds {args.seeds} for {', '.join(args.main_rows)}; seed {args.seeds[0]} for the rest; "
+        f"mean ± sample std over seeds; {timing})\n\n{markdown_table(summary)}\n\n{basis_lines}", encoding="utf-8")
     print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")
 
-    if set(FIGURE_VARIANTS) <= set(args.variants):
+    args.mcq_figure.parent.mkdir(parents=True, exist_ok=True)
+    args.mcq_figure.write_text(mcq_bars_svg(summary, "Which caption is true? Multiple choice by the true "
+                                                     "caption's type, held-out split"), encoding="utf-8")
+    if set(FIGURE_VARIANTS) <= set(names):
         seed = args.seeds[0]
         margins = {v: caption_margins(args, args.out / f"{v}_s{seed}") for v in FIGURE_VARIANTS}
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         args.figure.write_text(histogram_svg(margins, FIGURE_VARIANTS,
                                              f"Caption vs its negation, synthetic test split, seed {seed}"),
                                encoding="utf-8")
-        print(f"wrote {args.figure}")
+    print(f"wrote {args.mcq_figure}" + (f" and {args.figure}" if set(FIGURE_VARIANTS) <= set(names) else ""))
 
 
 if __name__ == "__main__":

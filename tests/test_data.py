@@ -129,3 +129,17 @@ def test_collate_cuts_padding_after_the_longest_text():
     assert batch[0].shape == (2, 3, 4, 4)
     assert [t.shape for t in batch[1:]] == [(2, 6)] * 3  # "there is a red circle" + end-of-text
     assert batch[2][0, -1] == 100257
+
+
+def test_caption_augment_swaps_in_the_paraphrase_for_about_half_the_samples_by_seed(folder):
+    records = read_triplets(write_jsonl(folder, [good_line()] * 4), required=("paraphrase",))
+    augmented = TripletDataset(records, 8, fields=("caption", "paraphrase"), caption_augment="paraphrase")
+    captions = [augmented[(0, seed)][1] for seed in range(400)]
+    assert set(captions) == {"a red circle", "there is a red circle"}
+    assert 150 < captions.count("there is a red circle") < 250
+    assert captions == [augmented[(0, seed)][1] for seed in range(400)]  # a function of the sample's seed
+    plain = TripletDataset(records, 8, fields=("caption",))
+    assert torch.equal(plain[(0, 5)][0], augmented[(0, 5)][0])  # the same crop: the coin is drawn after it
+    lacking = read_triplets(write_jsonl(folder, [json.dumps({"image": "img.png", "caption": "a"})]))
+    with pytest.raises(DataError, match="no 'paraphrase' to augment the caption with"):
+        TripletDataset(lacking, 8, caption_augment="paraphrase")

@@ -405,3 +405,20 @@ def test_training_with_fused_matches_reference():
     torch.testing.assert_close(torch.tensor(fused_losses), torch.tensor(reference_losses), rtol=1e-5, atol=1e-6)
     for a, b in zip(fused_params, reference_params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_paraphrase_term_in_its_own_subspace_and_on_the_full_embedding(triplet):
+    image, text, paraphrase, negation, scale = triplet
+    paper, own = SemCLIPLoss(16, seed=3), SemCLIPLoss(16, num_paraphrase_projections=16, seed=3)
+    out, out_own = paper(image, text, paraphrase, negation, scale), own(image, text, paraphrase, negation, scale)
+    # K_para = D: B_para is a rotation, so L_para = mean(1 - cos(t, t+)) on the full embedding
+    torch.testing.assert_close(out_own["paraphrase"], (1 - (text * paraphrase).sum(-1)).mean())
+    # the negation term keeps the paper's K = 2 basis, the same for the same seed
+    torch.testing.assert_close(out_own["negation"], out["negation"])
+    assert own.paraphrase_basis.shape == (16, 16) and paper.paraphrase_basis is None
+    assert "paraphrase_basis" not in paper.state_dict()  # checkpoints of the paper's loss are unchanged
+    e = torch.eye(4)
+    planted = SemCLIPLoss(4, num_paraphrase_projections=4)(e[:1], e[:1], e[1:2], e[:1], torch.tensor(1.0))
+    assert planted["paraphrase"].item() == pytest.approx(1.0)  # orthogonal paraphrase: 1 - 0
+    with pytest.raises(ValueError, match="at most the embedding's 16 dimensions"):
+        SemCLIPLoss(16, num_paraphrase_projections=17)

@@ -184,3 +184,23 @@ def test_batch_not_divisible_by_micro_batches_is_a_usage_error(synth_dir, tmp_pa
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--accum-steps", "3")
     assert result.returncode == 2 and "error: --batch-size 16 is not divisible" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_dir, tmp_path):
+    world = tmp_path / "synth"
+    shutil.copytree(synth_dir, world)
+    result = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--caption-augment", "paraphrase",
+                        "--paraphrase-projections", "96", "--batch-size", "16", "--steps", "1", "--workers", "0",
+                        "--device", "cpu", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    sibling = tmp_path / "synth-true-neg0.5"
+    settings = json.loads((sibling / "world.json").read_text())
+    assert settings == {**json.loads((world / "world.json").read_text()), "true_negations": 0.5}
+    assert (sibling / "test.jsonl").read_text() == (world / "test.jsonl").read_text()
+    assert "mcq_negation" in result.stdout
+    (sibling / "world.json").write_text(json.dumps({**settings, "true_negations": 0.3}))
+    stale = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--steps", "1", "--workers", "0",
+                       "--device", "cpu", "--out", tmp_path / "run2")
+    assert stale.returncode == 1 and "written by other settings" in stale.stderr.strip().splitlines()[-1]
+    clash = run_python("train.py", "--data", world / "train.jsonl", "--true-negations", "0.5")
+    assert clash.returncode == 2 and "does nothing with --data" in clash.stderr
