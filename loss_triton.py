@@ -35,8 +35,9 @@ fp32 and every exp, max and sum is fp32. For fp32 inputs the products are full f
 not TF32), so loss and gradients agree with a float64 computation to about 1e-6 relative, as
 the tiled op's do. For bf16/fp16 the backward casts each tile of G to the features' dtype
 before the second product (as FlashAttention does with its probabilities). float64 is not
-supported (ValueError): use loss.TiledContrastiveLoss, which also serves gradcheck. The kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1
-(the Triton interpreter, which is how tests/test_loss_triton.py checks them without a GPU).
+supported (ValueError): use loss.TiledContrastiveLoss, which also serves gradcheck. The
+kernels need CUDA tensors, or CPU tensors under TRITON_INTERPRET=1 (the Triton interpreter,
+which is how tests/test_loss_triton.py checks them without a GPU).
 """
 
 import math
