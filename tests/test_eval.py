@@ -19,7 +19,7 @@ from eval import format_table, recall_at
 from model import ModelConfig
 from synth import SYNONYMS
 
-from conftest import SUGARCREPE_PP, run_python
+from conftest import SUGARCREPE_PP, help_examples, run_python
 
 
 def test_recall_counts_a_hit_for_any_item_with_the_same_caption_text():
@@ -393,3 +393,9 @@ def test_synth_negation_metrics_catch_the_negation_word_shortcut(planted_world):
     # the true negation loses to the false affirmation, and ties (not strictly >) with the false negation
     assert metrics["trueneg_over_falseaff"] == 0.0 and metrics["trueneg_over_falseneg"] == 0.0
     assert "a crimson disc" in model.seen_texts   # syn_t2i_r1 queries: every colour and shape in its synonym
+def test_help_examples_parse():
+    result = run_python("eval.py", "--help")
+    examples = help_examples(result.stdout, "eval.py")
+    assert result.returncode == 0 and len(examples) >= 6
+    for argv in examples:
+        evaluation.parse_args(argv)

@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, negation_probes, synonymize, synth_example,
+from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, main, negation_probes, synonymize, synth_example,
                    world_settings, write_synth)
 
-from conftest import run_python
+from conftest import help_examples, run_python
 
 WORDS = {synonym: word for word, synonym in SYNONYMS.items()}
 
@@ -118,3 +118,14 @@ def test_cli_writes_the_world_and_data_py_synth_is_the_same_command(tmp_path):
     assert world_settings(tmp_path / "a")["true_negations"] == 0.5
     bad = run_python("synth.py", "--out", tmp_path / "c", "--true-negations", "2")
     assert bad.returncode == 2 and "--true-negations must be a fraction" in bad.stderr
+
+
+def test_help_examples_parse(monkeypatch):
+    result = run_python("synth.py", "--help")
+    examples = help_examples(result.stdout, "synth.py")
+    assert result.returncode == 0 and len(examples) >= 2
+    written = []
+    monkeypatch.setattr("synth.write_synth", lambda *args: written.append(args))
+    for argv in examples:
+        main(argv)
+    assert len(written) == len(examples)
