@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 from data import read_triplets  # noqa: E402
 from errors import DataError, run_cli  # noqa: E402
 from synth import DEFAULT_SYNTH_DIR, write_synth  # noqa: E402
-from eval import (default_device, embed_images, embed_texts, evaluate_synth, load_model,  # noqa: E402
-                  write_results)
+from eval import default_device, embed_images, embed_texts, load_model, write_results  # noqa: E402
 from loss import SemCLIPLoss  # noqa: E402
 
 # variant name: its train.py flags. The paper's comparison, a caption-augmentation baseline, the
@@ -111,8 +110,8 @@ def row_name(variant, true_negations):
 
 
 def ablation_rows(args):
-    """[(row, variant, P)]: every variant on every world, in the order asked."""
-    return [(row_name(v, p), v, p) for p in args.true_negations for v in args.variants
+    """[(row, variant, P)]: every variant on every world, in the order asked (variant by variant)."""
+    return [(row_name(v, p), v, p) for v in args.variants for p in args.true_negations
             if p == 0 or v not in ONLY_ON_THE_PAPERS_WORLD]
 
 
@@ -125,7 +124,7 @@ def train_command(args, variant, true_negations, seed, run_dir):
 
 
 def run_one(args, row, variant, true_negations, seed, run_dir):
-    """Train (a subprocess, log in RUN/train.log), evaluate, write RUN/results.json; returns its dict."""
+    """Train and evaluate (a subprocess, log in RUN/train.log), complete RUN/results.json; returns its dict."""
     if run_dir.exists():
         print(f"  discarding the unfinished run in {run_dir}")
         shutil.rmtree(run_dir)
@@ -138,8 +137,9 @@ def run_one(args, row, variant, true_negations, seed, run_dir):
     if finished.returncode != 0:
         last = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or ["no output"]
         raise DataError(f"{row} seed {seed}: train.py failed ({last[0]}); full log {run_dir / 'train.log'}")
-    model, tokenizer = load_model(run_dir / "ckpt.pt", args.device)
-    n, metrics = evaluate_synth(model, tokenizer, args.synth_dir, args.device)  # the paper's world's test split
+    # train.py evaluated the run on the held-out split (the same for every --true-negations) into results.json
+    evaluated = json.loads((run_dir / "results.json").read_text())
+    n, metrics = evaluated["n"], evaluated["metrics"]
     write_results(run_dir / "results.json", "synth", run_dir / "ckpt.pt", n, metrics, variant=row, seed=seed,
                   true_negations=true_negations, train_s=train_s, command="python " + " ".join(command[1:]))
     return json.loads((run_dir / "results.json").read_text())

@@ -93,8 +93,8 @@ def test_summary_is_mean_and_sample_std_over_seeds_and_gains_are_paired():
 
 def test_rows_are_every_variant_on_every_world_and_main_rows_run_every_seed():
     args = SimpleNamespace(variants=["clip", "semclip_learnable"], true_negations=[0.0, 0.3])
-    assert ablate.ablation_rows(args) == [("clip", "clip", 0.0), ("semclip_learnable", "semclip_learnable", 0.0),
-                                          ("clip_tn0.3", "clip", 0.3)]
+    assert ablate.ablation_rows(args) == [("clip", "clip", 0.0), ("clip_tn0.3", "clip", 0.3),
+                                          ("semclip_learnable", "semclip_learnable", 0.0)]
 
 
 def test_histogram_legend_gives_each_share_right_of_zero():

@@ -198,6 +198,8 @@ def test_batch_not_divisible_by_micro_batches_is_a_usage_error(synth_dir, tmp_pa
 def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_dir, tmp_path):
     world = tmp_path / "synth"
     shutil.copytree(synth_dir, world)
+    shutil.rmtree(world / "images")  # the paper's world is written again when missing: eval.py scores on it
+    (world / "train.jsonl").unlink()
     result = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--caption-augment", "paraphrase",
                         "--paraphrase-projections", "96", "--batch-size", "16", "--steps", "1", "--workers", "0",
                         "--device", "cpu", "--out", tmp_path / "run")
@@ -206,6 +208,7 @@ def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_
     settings = json.loads((sibling / "world.json").read_text())
     assert settings == {**json.loads((world / "world.json").read_text()), "true_negations": 0.5}
     assert (sibling / "test.jsonl").read_text() == (world / "test.jsonl").read_text()
+    assert (world / "train.jsonl").is_file() and (world / "images/test_000039.png").is_file()
     assert "mcq_negation" in result.stdout
     (sibling / "world.json").write_text(json.dumps({**settings, "true_negations": 0.3}))
     stale = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--steps", "1", "--workers", "0",
