@@ -11,7 +11,8 @@ captions carry negation words that say nothing about the picture (", no filter")
 CLIP learns that "no"/"not"/"without" carry no meaning -- and is fooled by negations.
 
 With --true-negations P, a fraction P of the training captions (and their paraphrases and
-negations) also negate an ABSENT object ("... but no green cross"), a true statement. The
+negations) also negate an ABSENT object, a true statement: half in place, first ("no green
+cross, a red circle"), half after the list ("... but no green cross"). The
 held-out split never does, and it is the same for every P: the images, captions and the
 randomness behind them come from their own stream of the seed.
 """
@@ -123,13 +124,18 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     negation = _negate(phrases, int(rng.integers(count)), rng)
     # a true statement: one object that is NOT in the picture, negated in one of the world's forms
     absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names]
-    clause = f" {NEGATION_LINKERS[rng.integers(3)]} {absent[rng.integers(len(absent))]}"
-    paraphrase_clause = synonymize(clause, PARAPHRASE_SYNONYM_RATE, rng)
+    linker, thing = NEGATION_LINKERS[rng.integers(3)], absent[rng.integers(len(absent))]
+    thing_paraphrased = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng)
     texts = {"caption": _join(phrases), "paraphrase": paraphrase, "negation": negation,
-             "true_negation": _join(phrases) + clause}
-    if rng.random() < true_negation_rate:
-        texts.update(caption=texts["caption"] + clause, paraphrase=paraphrase + paraphrase_clause,
-                     negation=negation + clause)
+             "true_negation": f"{_join(phrases)} {linker} {thing}"}
+    chance = rng.random()
+    if chance < true_negation_rate / 2:  # half of them in place, first: "no Y, a red circle and ..."
+        prefix = template.removesuffix("{}")
+        texts.update(caption=f"no {thing}, {texts['caption']}", negation=f"no {thing}, {negation}",
+                     paraphrase=f"{prefix}no {thing_paraphrased}, {paraphrase[len(prefix):]}")
+    elif chance < true_negation_rate:  # the other half after the list: "... but no Y"
+        texts.update(caption=texts["true_negation"], negation=f"{negation} {linker} {thing}",
+                     paraphrase=f"{paraphrase} {linker} {thing_paraphrased}")
     return image, {k: v + distractor for k, v in texts.items()}, [f"{c} {s}" for c, s in names]
 
 
@@ -173,8 +179,8 @@ def synth_classes():
 
 MCQ_KINDS = ("affirmation", "negation", "hybrid")
 # Negations in forms and positions no training caption uses, made only of the world's words
-UNSEEN_NEGATION_FORMS = ("this picture shows no {}", "there is not a {}")
-UNSEEN_HYBRID_FORMS = ("no {absent} but {present}", "{present} and no {absent}")
+UNSEEN_NEGATION_FORMS = ("there is not a {}", "without a {}")
+UNSEEN_HYBRID_FORMS = ("{present} and no {absent}", "this picture shows {present} but not a {absent}")
 
 
 def negation_probes(objects, kind: str, rng: np.random.Generator) -> dict:

@@ -349,7 +349,8 @@ def main():
                           for run, scores in basis_check.items())
     (args.out / "ablation.md").write_text(
         f"`{command}` (seeds {args.seeds} for {', '.join(args.main_rows)}; seed {args.seeds[0]} for the rest; "
-        f"mean ± sample std over seeds; {timing})\n\n{markdown_table(summary)}\n\n{basis_lines}", encoding="utf-8")
+        f"mean ± sample std over seeds; {timing})\n\n{markdown_table(summary)}\n\n{basis_lines}\nThe main rows side by "
+        f"side:\n\n{side_by_side(summary, [r for r in args.main_rows if r in names])}\n", encoding="utf-8")
     print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")
 
     args.mcq_figure.parent.mkdir(parents=True, exist_ok=True)
