@@ -81,6 +81,8 @@ LOSS_VARIANTS = {
     # NegCLIP (Yuksekgonul et al. 2023) / CoN-CLIP text side (Singh et al. 2024): negated
     # captions as hard negatives in the contrastive term, no projection terms
     "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
+    # SemCLIP's terms plus NegCLIP's hard negatives: the negations are also wrong answers for the image
+    "semclip_hn": {"negatives_in_contrastive": True},
     # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
     "siglip": {"contrastive": "sigmoid"},
 }

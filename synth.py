@@ -11,8 +11,9 @@ captions carry negation words that say nothing about the picture (", no filter")
 CLIP learns that "no"/"not"/"without" carry no meaning -- and is fooled by negations.
 
 With --true-negations P, a fraction P of the training captions (and their paraphrases and
-negations) also negate an ABSENT object, a true statement: half in place, first ("no green
-cross, a red circle"), half after the list ("... but no green cross"). The
+negations) negate an ABSENT object, a true statement: a third alone ("there is no green
+cross", its negation "a green cross"), a third in place, first ("no green cross, a red circle"),
+a third after the list ("... but no green cross"). The
 held-out split never does, and it is the same for every P: the images, captions and the
 randomness behind them come from their own stream of the seed.
 """
@@ -129,11 +130,14 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     texts = {"caption": _join(phrases), "paraphrase": paraphrase, "negation": negation,
              "true_negation": f"{_join(phrases)} {linker} {thing}"}
     chance = rng.random()
-    if chance < true_negation_rate / 2:  # half of them in place, first: "no Y, a red circle and ..."
+    if chance < true_negation_rate / 3:  # a third alone, as NegBench's negation captions: "there is no Y"
+        alone = NEGATION_FORMS[NEGATION_LINKERS.index(linker)]
+        texts.update(caption=alone.format(thing), paraphrase=alone.format(thing_paraphrased), negation=f"a {thing}")
+    elif chance < true_negation_rate * 2 / 3:  # a third in place, first: "no Y, a red circle and ..."
         prefix = template.removesuffix("{}")
         texts.update(caption=f"no {thing}, {texts['caption']}", negation=f"no {thing}, {negation}",
                      paraphrase=f"{prefix}no {thing_paraphrased}, {paraphrase[len(prefix):]}")
-    elif chance < true_negation_rate:  # the other half after the list: "... but no Y"
+    elif chance < true_negation_rate:  # a third after the list: "... but no Y"
         texts.update(caption=texts["true_negation"], negation=f"{negation} {linker} {thing}",
                      paraphrase=f"{paraphrase} {linker} {thing_paraphrased}")
     return image, {k: v + distractor for k, v in texts.items()}, [f"{c} {s}" for c, s in names]

@@ -76,7 +76,8 @@ def parse_args(argv=None):
     model.add_argument("--freeze-vision", action="store_true", help="train the text tower only (the authors' default)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
                        help="semclip (paper), clip (contrastive only), negclip (negations as hard "
-                            "negatives), siglip (semclip with SigLIP's sigmoid contrastive term)")
+                            "negatives), semclip_hn (semclip + negclip's hard negatives), siglip (semclip with "
+                            "SigLIP's sigmoid contrastive term)")
     model.add_argument("--contrastive-weight", type=float, default=1.0, help="a in (aL_clip+bL_para+cL_neg)/(a+b+c)")
     model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
     model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")

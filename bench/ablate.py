@@ -53,6 +53,8 @@ VARIANTS = {
     "semclip_k96": ["--loss", "semclip", "--num-projections", "96"],      # K = the embedding width
     "semclip_para96": ["--loss", "semclip", "--paraphrase-projections", "96"],  # L_para full, L_neg in K=2
     "semclip_learnable": ["--loss", "semclip", "--learnable-projections"],
+    # + NegCLIP's hard negatives: the negations are also wrong answers for the image
+    "semclip_hn_para96": ["--loss", "semclip_hn", "--paraphrase-projections", "96"],
 }
 ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about the paper's setting
 METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
@@ -86,6 +88,8 @@ def parse_args():
                         help="synthetic world, written once if missing (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"), help="(default: %(default)s)")
     parser.add_argument("--figure", type=Path, help="margin histogram SVG (default: OUT/margins.svg)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the runs of these settings already finished in OUT")
     parser.add_argument("--mcq-figure", type=Path, help="MCQ accuracy by question type SVG (default: OUT/mcq.svg)")
     parser.add_argument("--workers", type=int, default=2, help="train.py's DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default=default_device(), help="(default: %(default)s)")
@@ -307,6 +311,9 @@ def main():
                   "(delete it to rerun)")
             results.append(done)
             continue
+        if args.collect:
+            print(f"[{k}/{len(jobs)}] {row} seed {seed}: not run, left out (--collect)")
+            continue
         print(f"[{k}/{len(jobs)}] {row} seed {seed}: python {command}", flush=True)
         results.append(run_one(args, row, variant, true_negations, seed, run_dir))
         trained += 1
@@ -317,7 +324,7 @@ def main():
               f"eta {elapsed / trained * (len(jobs) - k) / 60:.1f} min", flush=True)
     wall_s = time.time() - begin
 
-    names = [row for row, _, _ in rows]
+    names = [row for row, _, _ in rows if any(r["variant"] == row for r in results)]
     summary = summarize(results, names)
     machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, device {args.device}, "
                f"torch {torch.__version__}")
