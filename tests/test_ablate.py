@@ -18,8 +18,11 @@ spec = importlib.util.spec_from_file_location("ablate", ROOT / "bench" / "ablate
 ablate = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ablate)
 
-# CALIBRATION
-STEPS, BATCH, MARGIN = 60, 32, 0.15
+# Calibrated on this 2-core CPU (busy): at 60 steps of batch 32 on the 1,500-image world, SemCLIP's
+# trueneg_over_falseaff is 0.075 on the paper's world (orig_over_neg 0.970) and 0.770 with 50% true
+# negations (measured with the true negations half in place, half after the list), a margin of 0.695
+# against the 0.4 asserted.
+STEPS, BATCH, MARGIN = 60, 32, 0.4
 
 
 def ablate_cli(world, out):
