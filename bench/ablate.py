@@ -209,9 +209,9 @@ def negation_loss_under_bases(args, run_dir, seed, fresh=10):
                 "fresh_mean": statistics.mean(random_bases), "fresh_min": min(random_bases)}
 
 
-def mcq_bars_svg(summary, title, width=720, height=300) -> str:
+def mcq_bars_svg(summary, title, width=720, height=340) -> str:
     """Grouped bars: MCQ accuracy by question type (affirmation, negation, hybrid) per row, a chance line."""
-    rows, left, bottom, top = list(summary), 50, 90, 40
+    rows, left, bottom, top = list(summary), 50, 130, 40
     group = (width - left - 20) / len(rows)
     bar = group * 0.8 / len(MCQ_COLOURS)
     y = lambda v: height - bottom - v * (height - bottom - top)  # noqa: E731
