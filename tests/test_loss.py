@@ -289,7 +289,8 @@ def test_plain_clip_equals_the_reference_and_weight_0_terms_are_only_reported(tr
 
 
 @pytest.mark.parametrize("variant, texts", [("semclip", ("paraphrase", "negation")), ("clip", ()),
-                                            ("negclip", ("negation",)), ("siglip", ("paraphrase", "negation"))])
+                                            ("negclip", ("negation",)), ("siglip", ("paraphrase", "negation")),
+                                            ("semclip_hn", ("paraphrase", "negation"))])
 def test_each_variant_declares_the_texts_it_trains_on(variant, texts):
     assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).texts == texts
     without_paraphrase = {**LOSS_VARIANTS[variant], "paraphrase_weight": 0.0}
@@ -303,6 +304,8 @@ def test_negclip_adds_negations_to_the_contrastive_term(triplet):
 
 def test_semclip_with_negatives_in_contrastive(triplet):
     check_against_hand(SemCLIPLoss(16, negatives_in_contrastive=True), triplet, (1.0, 1.0, 1.0),
+                       negatives_in_contrastive=True)
+    check_against_hand(SemCLIPLoss(16, **LOSS_VARIANTS["semclip_hn"]), triplet, (1.0, 1.0, 1.0),
                        negatives_in_contrastive=True)
 
 

@@ -68,7 +68,7 @@ def test_the_plain_reference_loss_trains_the_same_run_as_the_fused_op(synth_dir,
         torch.testing.assert_close(runs["tiled"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("loss", ["clip", "negclip"])
+@pytest.mark.parametrize("loss", ["clip", "negclip", "semclip_hn"])
 def test_baseline_losses_train(synth_dir, tmp_path, loss):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
     assert result.returncode == 0, result.stderr
