@@ -116,7 +116,7 @@ def parse_args(argv=None):
     if args.batch_size % (world_size * args.accum_steps):
         parser.error(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
                      f"--accum-steps {args.accum_steps}; pick a multiple")
-    if args.init is not None and not args.init.is_file():
+    if args.init is not None and not args.init.exists():
         parser.error(f"--init {args.init}: no such file")
     try:
         ModelConfig.preset(args.model)
@@ -178,14 +178,41 @@ class RankShard(torch.utils.data.Sampler):
 def build_model(args, device):
     """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume, from
     --init, else a fresh --model preset."""
-    ckpt_path = args.out / "ckpt.pt"
-    if args.resume and not ckpt_path.is_file():
-        raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
-    source = ckpt_path if args.resume else args.init
-    if source is None:
+    if args.resume:
+        model, ckpt = resume_checkpoint(args.out)
+    elif args.init is not None:
+        model, ckpt = load_checkpoint(args.init)
+    else:
         return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
-    model, ckpt = load_checkpoint(source)
     return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
+
+
+def resume_checkpoint(out: Path):
+    """(model, checkpoint) from OUT/ckpt.pt or, if it cannot be read (cut short by a full disk or an
+    unfinished copy), from the newest kept OUT/ckpt_step{N}.pt that can, with one warning line: the
+    run then redoes the steps since that one, --save-every of them if only OUT/ckpt.pt is damaged."""
+    latest = out / "ckpt.pt"
+    kept = sorted((p for p in out.glob("ckpt_step*.pt") if p.stem.removeprefix("ckpt_step").isdigit()),
+                  key=lambda p: int(p.stem.removeprefix("ckpt_step")), reverse=True)
+    if not latest.exists() and not kept:
+        raise DataError(f"{latest}: no checkpoint to resume from; drop --resume or pick the right --out")
+    try:
+        return load_checkpoint(latest)
+    except DataError as error:
+        if not kept:
+            raise
+        problem = str(error).split("; ")[0]  # the file and what is wrong with it; what to do comes next
+    names = ", ".join(p.name for p in kept)
+    for step_file in kept:
+        try:
+            model, ckpt = load_checkpoint(step_file)
+        except DataError:
+            continue
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"warning: {problem}; resuming from {step_file}, the newest of the kept {names} that reads",
+                  file=sys.stderr)
+        return model, ckpt
+    raise DataError(f"{problem}; none of the kept {names} reads either; start again without --resume")
 
 
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
@@ -380,7 +407,7 @@ def train(args, run: Run):
     if is_main:
         args.out.mkdir(parents=True, exist_ok=True)
         if run.resume_from is not None:
-            print(f"resumed from {args.out / 'ckpt.pt'} at step {start_step}")
+            print(f"resumed from {args.out} at step {start_step}")
         (args.out / "args.json").write_text(json.dumps(json_args(args), indent=2) + "\n")
 
     batches = EpochBatches(len(dataset), args.batch_size, args.seed, start_step)

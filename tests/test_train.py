@@ -1,16 +1,22 @@
-"""train.py: a short run end to end, checkpoints, resume, determinism, optimizer and schedule,
-gradient caching, bf16, non-finite stop, --init / --freeze-vision (multi-process: test_distributed.py)."""
+"""train.py: a short run end to end, checkpoints, resume (also past a damaged ckpt.pt), determinism,
+optimizer and schedule, gradient caching, bf16, non-finite stop, --init / --freeze-vision
+(multi-process: test_distributed.py)."""
 
 import json
+import os
+import re
 import shutil
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from errors import DataError
 from loss import SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint
-from train import build_loss, build_optimizer, learning_rate, parse_args
+from test_distributed import CONFIG
+from train import build_loss, build_optimizer, learning_rate, parse_args, resume_checkpoint
 
 from conftest import help_examples, run_python
 
@@ -44,6 +50,69 @@ def test_resume_continues_from_the_saved_step_to_the_same_weights(synth_dir, tmp
     assert split["step"] == 4
     for name, tensor in straight["model"].items():
         torch.testing.assert_close(split["model"][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_resume_with_a_cut_short_ckpt_pt_continues_from_the_newest_step_file_that_reads(synth_dir, tmp_path):
+    flags = ("--save-every", "1", "--warmup", "1")
+    assert train_cli(synth_dir, tmp_path / "run", "--steps", "3", *flags).returncode == 0
+    (tmp_path / "reference").mkdir()  # the same run resumed from ckpt_step3.pt, the newest step file
+    shutil.copy(tmp_path / "run/ckpt_step3.pt", tmp_path / "reference/ckpt.pt")
+    latest = tmp_path / "run/ckpt.pt"
+    cut_short = latest.read_bytes()[:5000]
+    latest.unlink()  # a copy cut short: the step files are intact
+    latest.write_bytes(cut_short)
+    resumed = train_cli(synth_dir, tmp_path / "run", "--steps", "5", *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    [warning] = [line for line in resumed.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == (f"warning: {latest}: truncated: the end of its zip archive is missing; resuming from "
+                       f"{tmp_path / 'run/ckpt_step3.pt'}, the newest of the kept ckpt_step3.pt, ckpt_step2.pt, "
+                       "ckpt_step1.pt that reads")
+    assert "at step 3" in resumed.stdout and "step 5/5" in resumed.stdout
+    assert train_cli(synth_dir, tmp_path / "reference", "--steps", "5", *flags, "--resume").returncode == 0
+    run = torch.load(tmp_path / "run/ckpt.pt", weights_only=True)
+    reference = torch.load(tmp_path / "reference/ckpt.pt", weights_only=True)
+    assert run["step"] == reference["step"] == 5
+    for name, tensor in reference["model"].items():
+        torch.testing.assert_close(run["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert_same_optimizer_state(run["optimizer"]["state"], reference["optimizer"]["state"])
+
+
+def tiny_checkpoint(path, step):
+    """What load_checkpoint needs of a train.py checkpoint, at `step`."""
+    torch.save({"model_config": asdict(CONFIG), "tokenizer": "cl100k_base", "model": CLIP(CONFIG).state_dict(),
+                "step": step}, path)
+
+
+def test_resume_falls_back_past_every_step_file_that_does_not_read(tmp_path, capsys):
+    """train.py's ckpt.pt is a hard link to the newest step file: cut short in place, both are."""
+    for step in (1, 2, 3):
+        tiny_checkpoint(tmp_path / f"ckpt_step{step}.pt", step)
+    os.link(tmp_path / "ckpt_step3.pt", tmp_path / "ckpt.pt")
+    with open(tmp_path / "ckpt.pt", "r+b") as file:
+        file.truncate(3000)
+    model, ckpt = resume_checkpoint(tmp_path)
+    assert ckpt["step"] == 2 and model.config == CONFIG
+    assert capsys.readouterr().err == (f"warning: {tmp_path / 'ckpt.pt'}: truncated: the end of its zip archive is "
+                                       f"missing; resuming from {tmp_path / 'ckpt_step2.pt'}, the newest of the kept "
+                                       "ckpt_step3.pt, ckpt_step2.pt, ckpt_step1.pt that reads\n")
+
+
+def test_resume_with_nothing_that_reads_is_one_line_naming_the_files(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    (tmp_path / "ckpt_step4.pt").write_bytes(b"junk")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt.pt'}: file is empty; none of the kept "
+                                                  "ckpt_step4.pt reads either; start again without --resume")):
+        resume_checkpoint(tmp_path)
+    (tmp_path / "ckpt_step4.pt").unlink()
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt.pt'}: file is empty; download or copy it again")):
+        resume_checkpoint(tmp_path)
+
+
+def test_resume_from_step_files_alone_when_ckpt_pt_is_missing(tmp_path, capsys):
+    """A run killed between writing ckpt_step{N}.pt and pointing ckpt.pt at it."""
+    tiny_checkpoint(tmp_path / "ckpt_step2.pt", 2)
+    assert resume_checkpoint(tmp_path)[1]["step"] == 2
+    assert "ckpt.pt: file does not exist; resuming from" in capsys.readouterr().err
 
 
 def test_same_seed_gives_the_same_weights_and_another_seed_does_not(synth_dir, tmp_path):
