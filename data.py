@@ -88,12 +88,11 @@ def _read_lines(path: Path):
             yield number, line
 
 
-def _check_record(record: dict, where: str, required: tuple) -> dict:
+def _check_record(record: dict, where: str, required: tuple, why: str) -> dict:
     for key in ("image",) + required:
         if key not in record:
             raise DataError(f"{where}: missing key {key!r}; every line needs {', '.join(('image',) + required)}"
-                            + (" (the chosen loss uses paraphrases and negations; use --loss clip "
-                               "to train on captions alone)" if key in ("paraphrase", "negation") else ""))
+                            + (f" ({why})" if key in ("paraphrase", "negation") else ""))
     for key in TEXT_KEYS:
         if key in record and (not isinstance(record[key], str) or not record[key].strip()):
             raise DataError(f"{where}: {key!r} is empty or not a string; give it a non-empty text")
@@ -102,17 +101,21 @@ def _check_record(record: dict, where: str, required: tuple) -> dict:
     return record
 
 
-def read_triplets(path, required=("caption",)) -> list:
+TRAINING_NEEDS = "the chosen loss uses paraphrases and negations; use --loss clip to train on captions alone"
+
+
+def read_triplets(path, required=("caption",), why=TRAINING_NEEDS) -> list:
     """Records {image: absolute Path, caption, paraphrase?, negation?, id, where} from a
     triplets JSONL file or the SemCLIP authors' CSV (image_number|filename, caption,
-    paraphrased, negation). Image paths are relative to the file's folder."""
+    paraphrased, negation). Image paths are relative to the file's folder. `why` tells a
+    line without a required paraphrase or negation what needs it."""
     path = Path(path)
     required = tuple(dict.fromkeys(("caption",) + tuple(required)))
     rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
     records = []
     for number, record in rows:
         where = f"{path}:{number}"
-        record = _check_record(record, where, required)
+        record = _check_record(record, where, required, why)
         image = Path(record["image"])
         records.append({
             **record,
@@ -141,11 +144,15 @@ def _read_csv(path: Path):
     lines = list(_read_lines(path))
     header_number = lines[0][0]
     reader = csv.DictReader(line for _, line in lines)
+    try:
+        rows = list(reader)
+    except csv.Error as error:  # a stray carriage return or quote, a NUL byte
+        raise DataError(f"{path}:{lines[reader.line_num - 1][0]}: bad CSV ({error}); fix or remove the line") from None
     columns = set(reader.fieldnames or ())
     if not columns & {"image", "filename", "image_number"}:
         raise DataError(f"{path}:{header_number}: no image column; the header needs "
                         "image, filename or image_number")
-    for (number, _), row in zip(lines[1:], reader):
+    for (number, _), row in zip(lines[1:], rows):
         record = {key: value for key, value in row.items() if key is not None and value is not None}
         if "paraphrased" in record:
             record["paraphrase"] = record.pop("paraphrased")

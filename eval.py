@@ -42,15 +42,13 @@ def default_device() -> str:
 
 
 def load_model(path, device):
-    """(model in eval mode on `device`, tokenizer name) from a train.py checkpoint."""
+    """(model in eval mode on `device`, tokenizer name) from a train.py checkpoint or published weights;
+    a file that does not load is one DataError line (model.read_weights)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: checkpoint does not exist; train one with `python train.py --out DIR` "
                         "and pass DIR/ckpt.pt")
-    try:
-        model, ckpt = load_checkpoint(path)
-    except (RuntimeError, KeyError, TypeError, EOFError) as error:
-        raise DataError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
+    model, ckpt = load_checkpoint(path)
     return model.to(device).eval(), ckpt.get("tokenizer", "cl100k_base")
 
 
@@ -131,7 +129,9 @@ def recall_at(similarity, query_texts, item_texts, k):
 
 def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", batch_size=256, limit=None):
     """Negation, retrieval and zero-shot metrics on the synthetic world's held-out split."""
-    records = read_triplets(Path(data_root) / "test.jsonl", required=("paraphrase", "negation"))[:limit]
+    records = read_triplets(Path(data_root) / "test.jsonl", required=("paraphrase", "negation"),
+                            why="--bench synth scores paraphrases and negations; write the split with "
+                                "`python data.py synth`")[:limit]
     captions = [r["caption"] for r in records]
     image = embed_images(model, records, device, batch_size)
     text = embed_texts(model, captions, tokenizer, device)
@@ -189,7 +189,8 @@ def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch raises several kinds for a foreign or broken pickle
         raise DataError(f"{path}: cannot be read with torch.load(weights_only=True) "
-                        f"({str(error).strip().splitlines()[0]}); re-download CoN-CLIP's file") from None
+                        f"({(str(error).strip() or type(error).__name__).splitlines()[0]}); "
+                        "re-download CoN-CLIP's file") from None
     if not isinstance(data, dict) or not {"image_paths", "annotations"} <= data.keys() \
             or len(data["image_paths"]) != len(data["annotations"]):
         raise DataError(f"{path}: expected a dict with equally long 'image_paths' and 'annotations' lists; "
@@ -213,7 +214,8 @@ def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_
 def read_ccneg_csv(path: Path, image_dir: Path, limit=None):
     """The SemCLIP authors' CSV: their test split is the last 10% of a seed-42 shuffle (pandas
     df.sample(frac=1, random_state=42) == numpy RandomState(42).permutation), 80/10/10."""
-    records = read_triplets(require_file(path, "check --ccneg-csv"), required=("negation",))
+    records = read_triplets(require_file(path, "check --ccneg-csv"), required=("negation",),
+                            why="cc_neg scores each caption against its negation; is this the authors' CSV?")
     order = np.random.RandomState(42).permutation(len(records))
     test = order[len(records) - int(len(records) * 0.1):]  # train, validation, test = 80%, 10%, the rest
     test = [{**records[i], "image": image_dir / records[i]["image"].name} for i in test[:limit]]
@@ -266,20 +268,25 @@ def read_zeroshot(name: str, root: Path):
 
 def read_negbench_mcq(path: Path, image_root: Path, limit=None):
     """NegBench MCQ CSV: four captions per image, `correct_answer` the right one's index."""
-    with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
-              encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
+    try:  # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark
+        with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
+                  encoding="utf-8-sig") as file:
+            rows = list(csv.DictReader(file))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: not a UTF-8 CSV file ({error}); re-download the NegBench file") from None
     records = []
     for number, row in enumerate(rows[:limit], start=2):
         where = f"{path}:{number}"
         try:
             image = Path(row["image_path"])
             captions, answer = [row[f"caption_{k}"].strip() for k in range(4)], int(row["correct_answer"])
+            if answer not in range(4):
+                raise ValueError(answer)
             records.append({"image": image_root / (image.name if image.is_absolute() else image), "where": where,
                             "captions": captions, "answer": answer, "caption": captions[answer],
                             "template": row["correct_answer_template"]})
-        except (KeyError, ValueError, AttributeError):
-            raise DataError(f"{where}: needs image_path, caption_0..caption_3, an integer correct_answer and "
+        except (KeyError, ValueError, AttributeError, TypeError):  # a column missing, a row cut short
+            raise DataError(f"{where}: needs image_path, caption_0..caption_3, correct_answer 0-3 and "
                             "correct_answer_template; is this a NegBench MCQ file?") from None
     return require_images(records, "--image-root")
 

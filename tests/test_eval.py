@@ -300,3 +300,17 @@ def test_missing_or_bad_data_is_one_clear_line(bench, setup, expected, tiny_ckpt
     result = run_python("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_without_negations_is_explained_without_training_flags(tmp_path):
+    """eval trains nothing: its messages say what the bench needs, not which --loss to train with."""
+    (tmp_path / "test.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a cat", "paraphrase": "cat"}) + "\n")
+    with pytest.raises(evaluation.DataError) as synth:
+        evaluation.evaluate_synth(PlantedModel(), "cl100k_base", tmp_path)
+    (tmp_path / "ccneg.csv").write_text("image_number,caption\n1,a cat\n")
+    with pytest.raises(evaluation.DataError) as cc_neg:
+        evaluation.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path)
+    assert "missing key 'negation'" in str(synth.value)
+    assert "--bench synth scores paraphrases and negations" in str(synth.value)
+    assert "cc_neg scores each caption against its negation" in str(cc_neg.value)
+    assert "--loss" not in str(synth.value) + str(cc_neg.value)
