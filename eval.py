@@ -15,6 +15,7 @@ import csv
 import json
 import sys
 import time
+import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -186,7 +187,9 @@ def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_
     path = require_file(data_root / CCNEG_FILE, "download it from github.com/jaisidhsingh/CoN-CLIP "
                                                              "(ccneg_dataset/) or pass --data-root")
     try:  # weights_only: the file holds lists, dicts and strings; never unpickle code to read it
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notice about a damaged file's pickle protocol
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch raises several kinds for a foreign or broken pickle
         raise DataError(f"{path}: cannot be read with torch.load(weights_only=True) "
                         f"({(str(error).strip() or type(error).__name__).splitlines()[0]}); "

@@ -247,7 +247,7 @@ def read_weights(path, map_location="cpu") -> dict:
         with warnings.catch_warnings():  # torch.jit's deprecation, torch.load's pickle-protocol notice
             warnings.simplefilter("ignore")
             weights = load_weights_file(path, map_location)
-    except (DataError, MemoryError):  # said already; a file too large for this machine, not a damaged one
+    except (DataError, MemoryError):  # one line already; a file too big for this machine is not damaged
         raise
     except Exception as error:  # noqa: BLE001 -- on a damaged file, torch raises nearly any kind (test_fuzz.py)
         raise DataError(f"{path}: {what_is_wrong(path, start, error)}") from None
@@ -257,6 +257,7 @@ def read_weights(path, map_location="cpu") -> dict:
 
 
 def load_weights_file(path: Path, map_location):
+    """What the file holds, read by the library for its kind; their errors pass through."""
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -276,9 +277,9 @@ def what_is_wrong(path: Path, start: bytes, error: Exception) -> str:
     if isinstance(error, pickle.UnpicklingError):  # weights_only refused it: what would it have called?
         named = re.findall(r"GLOBAL (\S+)", str(error)) or (pickled_names(path) if start.startswith(b"\x80") else [])
         code = [name for name in named if name.split(".")[0] not in ("torch", "collections", "_codecs")]
-        if code:
-            return (f"refused: loading it would run code ({code[0]}); only tensors are read. If you made "
-                    "the file, torch.save the model's state_dict() instead")
+        if code:  # names read off a damaged file may hold line breaks: one line is the promise
+            return (f"refused: loading it would run code ({' '.join(code[0].split())}); only tensors are read. "
+                    "If you made the file, torch.save the model's state_dict() instead")
     if start.startswith(b"PK\x03\x04") and not has_zip_end(path):  # a zip archive's directory is at its end
         return "truncated: the end of its zip archive is missing; download or copy it again"
     if start.startswith((b"PK\x03\x04", b"\x80")) or path.suffix == ".safetensors":  # zip archive, pickle
@@ -289,6 +290,7 @@ def what_is_wrong(path: Path, start: bytes, error: Exception) -> str:
 
 
 def has_zip_end(path: Path) -> bool:
+    """Is the directory that ends every zip archive there (a download cut short loses it)?"""
     try:
         return zipfile.is_zipfile(path)
     except zipfile.BadZipFile:  # there, but damaged
@@ -348,10 +350,10 @@ def check_state_dict(expected: dict, state: dict, source: str):
                 f"{list(tensor.shape)}" for key, tensor in expected.items()
                 if key not in state or state[key].shape != tensor.shape]
     problems += [f"unexpected {key}" for key in state if key not in expected]
-    if problems:
+    if problems:  # the names come from the file: line breaks in a damaged one are dropped
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise DataError(f"{source}: {len(problems)} tensors differ from the CLIP its config describes: "
-                        f"{'; '.join(problems[:3])}{more}")
+                        f"{' '.join('; '.join(problems[:3]).split())}{more}")
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -364,8 +366,9 @@ def load_checkpoint(path, map_location="cpu"):
         return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
     try:
         config = ModelConfig(**ckpt["model_config"])
-    except (TypeError, ValueError) as error:
-        raise DataError(f"{path}: its model_config makes no CLIP ({error}); is it a train.py checkpoint?") from None
+    except (TypeError, ValueError) as error:  # the error may quote a key of a damaged file, line breaks and all
+        raise DataError(f"{path}: its model_config makes no CLIP ({' '.join(str(error).split())}); "
+                        "is it a train.py checkpoint?") from None
     if ckpt.get("tokenizer", "cl100k_base") not in ("cl100k_base", "clip"):
         raise DataError(f"{path}: unknown tokenizer {ckpt['tokenizer']!r}; is it a train.py checkpoint?")
     state = named_tensors(ckpt.get("model"), str(path))
