@@ -24,7 +24,7 @@ import torchvision.datasets
 import torchvision.transforms.v2.functional as TF
 
 from data import TripletDataset, image_transform, read_triplets
-from errors import DataError, one_line, run_cli
+from errors import DataError, one_line, printable, run_cli
 from model import load_checkpoint
 from synth import DEFAULT_SYNTH_DIR, synth_classes
 from tokenizer import tokenize, trim_padding
@@ -171,8 +171,9 @@ def require_images(records, folder_flag: str):
     """Every image on disk, else one line: how many are missing, the first one, which flag to fix."""
     missing = [r for r in records if not r["image"].is_file()]
     if missing:
-        raise DataError(f"{missing[0]['where']}: image {missing[0]['image']} does not exist ({len(missing)} of "
-                        f"{len(records)} images missing); put the images there or pass {folder_flag}")
+        raise DataError(f"{missing[0]['where']}: image {printable(missing[0]['image'])} does not exist "
+                        f"({len(missing)} of {len(records)} images missing); put the images there or pass "
+                        f"{folder_flag}")
     return records
 
 

@@ -187,7 +187,7 @@ def read_captions(path):
             missing = [key for key in ("image", "caption") if key not in header]
             if missing:
                 raise StopRun(f"{path}: line 1: no {' or '.join(missing)} column (header: "
-                              f"{','.join(header)}); the header needs image,caption[,id]")
+                              f"{','.join(header)!r}); the header needs image,caption[,id]")
             for row in reader:
                 if None in row or None in row.values():
                     raise StopRun(f"{path}: line {reader.line_num}: expected {len(header)} fields like "

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from errors import DataError
+from errors import DataError, printable
 
 
 @dataclass
@@ -277,9 +277,9 @@ def what_is_wrong(path: Path, start: bytes, error: Exception) -> str:
     if isinstance(error, pickle.UnpicklingError):  # weights_only refused it: what would it have called?
         named = re.findall(r"GLOBAL (\S+)", str(error)) or (pickled_names(path) if start.startswith(b"\x80") else [])
         code = [name for name in named if name.split(".")[0] not in ("torch", "collections", "_codecs")]
-        if code:  # names read off a damaged file may hold line breaks: one line is the promise
-            return (f"refused: loading it would run code ({' '.join(code[0].split())}); only tensors are read. "
-                    "If you made the file, torch.save the model's state_dict() instead")
+        if code:
+            return (f"refused: loading it would run code ({printable(code[0])}); only tensors are read. If you "
+                    "made the file, torch.save the model's state_dict() instead")
     if start.startswith(b"PK\x03\x04") and not has_zip_end(path):  # a zip archive's directory is at its end
         return "truncated: the end of its zip archive is missing; download or copy it again"
     if start.startswith((b"PK\x03\x04", b"\x80")) or path.suffix == ".safetensors":  # zip archive, pickle
@@ -350,10 +350,10 @@ def check_state_dict(expected: dict, state: dict, source: str):
                 f"{list(tensor.shape)}" for key, tensor in expected.items()
                 if key not in state or state[key].shape != tensor.shape]
     problems += [f"unexpected {key}" for key in state if key not in expected]
-    if problems:  # the names come from the file: line breaks in a damaged one are dropped
+    if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise DataError(f"{source}: {len(problems)} tensors differ from the CLIP its config describes: "
-                        f"{' '.join('; '.join(problems[:3]).split())}{more}")
+                        f"{printable('; '.join(problems[:3]))}{more}")
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -366,8 +366,8 @@ def load_checkpoint(path, map_location="cpu"):
         return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
     try:
         config = ModelConfig(**ckpt["model_config"])
-    except (TypeError, ValueError) as error:  # the error may quote a key of a damaged file, line breaks and all
-        raise DataError(f"{path}: its model_config makes no CLIP ({' '.join(str(error).split())}); "
+    except (TypeError, ValueError) as error:  # the error may quote a key of a damaged file
+        raise DataError(f"{path}: its model_config makes no CLIP ({printable(error)}); "
                         "is it a train.py checkpoint?") from None
     if ckpt.get("tokenizer", "cl100k_base") not in ("cl100k_base", "clip"):
         raise DataError(f"{path}: unknown tokenizer {ckpt['tokenizer']!r}; is it a train.py checkpoint?")
