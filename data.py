@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torchvision.io
+import torchvision.transforms.functional
 import torchvision.transforms.v2.functional as TF
 
 import synth
@@ -25,17 +26,32 @@ from tokenizer import tokenize, trim_padding
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_TRANSFORMS = ("clip", "authors")
 
 
-def image_transform(image_size: int, train: bool = False):
-    """Decoded uint8 image [C, H, W] -> normalised float [3, S, S], CLIP's preprocessing:
-    resize the short side, centre crop. `train=True` adds a mild random crop (90-100% of the
-    area), drawn from the `generator` passed per call so augmentation is reproducible."""
+def image_transform(image_size: int, train: bool = False, kind: str = "clip"):
+    """Decoded uint8 image [C, H, W] -> normalised float [3, S, S].
+
+    kind="clip": CLIP's preprocessing: resize the short side (bicubic), centre crop, CLIP mean/std.
+    `train=True` adds a mild random crop (90-100% of the area), drawn from the `generator` passed
+    per call so augmentation is reproducible.
+    kind="authors": the SemCLIP authors' (their dataset.py, use_imagenet_transforms=True): squash
+    to S x S (bilinear, antialiased, no crop), ImageNet mean/std, no augmentation even in training.
+    Weights expect the preprocessing they were trained with, so the checkpoint records the kind."""
+    if kind not in IMAGE_TRANSFORMS:
+        raise ValueError(f"image transform must be one of {', '.join(IMAGE_TRANSFORMS)}, not {kind!r}")
 
     def transform(image: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         image = image[:3]
+        if kind == "authors":
+            # torchvision's classic Resize((S, S)), as theirs (resized in float, rounded to uint8); the v2
+            # uint8 kernel rounds differently, by up to one grey level
+            image = torchvision.transforms.functional.resize(image, [image_size, image_size], antialias=True)
+            return TF.normalize(image.float().div_(255), IMAGENET_MEAN, IMAGENET_STD)
         if train:
             height, width = image.shape[-2:]
             side = min(height, width)
@@ -166,13 +182,13 @@ class TripletDataset(torch.utils.data.Dataset):
     Indexed by (index, seed) so that the random crop depends only on the sample's seed, not on
     worker count or on resuming."""
 
-    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS):
+    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS, kind: str = "clip"):
         missing = next((r for r in records if not r["image"].is_file()), None)
         if missing is not None:
             raise DataError(f"{missing['where']}: image {missing['image']} does not exist; "
                             "fix the path or remove the line")
         self.records, self.fields = records, tuple(fields)
-        self.transform = image_transform(image_size, train=train)
+        self.transform = image_transform(image_size, train=train, kind=kind)
 
     def __len__(self):
         return len(self.records)

@@ -10,7 +10,7 @@ where the device has them).
 import math
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ class ModelConfig:
     eot_token: int = 100257  # the tokenizer's end-of-text id, where the text encoder pools
     embed_dim: int = 96
     activation: str = "gelu"  # "quick_gelu" for OpenAI's published weights
+    image_transform: str = "clip"  # the preprocessing the weights expect: data.image_transform(kind=...)
 
     @staticmethod
     def preset(name: str) -> "ModelConfig":
@@ -258,14 +259,31 @@ def check_state_dict(expected: dict, state: dict, source: str):
                         f"shapes: {'; '.join(problems[:3])}{more}")
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", activation=None):
     """(model, checkpoint dict) from a train.py checkpoint or from published CLIP weights -- then
     the dict is {"tokenizer": "clip", "model_config": ..., "step": 0} -- so eval.py and
-    train.py --init take either."""
+    train.py --init take either. `activation` overrides the recorded or assumed one."""
     ckpt = read_weights(path, map_location)
     if "model_config" not in ckpt:
-        model = CLIP.from_state_dict(ckpt, str(path))
+        model = CLIP.from_state_dict(ckpt, str(path), activation)
         return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
-    model = CLIP(ModelConfig(**ckpt["model_config"]))
+    config = ModelConfig(**ckpt["model_config"])
+    model = CLIP(replace(config, activation=activation) if activation else config)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
+
+
+def describe_loaded(path, config: ModelConfig, ckpt: dict, activation=None) -> str:
+    """The line that reports a loaded model: its shape, and where its activation came from (the one
+    setting published open_clip weights do not record; a wrong guess changes every embedding silently)."""
+    if activation:
+        origin = "as given"
+    elif "model" in ckpt:
+        origin = "recorded in the checkpoint"
+    elif config.activation == "quick_gelu":
+        origin = "OpenAI weights"
+    else:
+        origin = "assumed: open_clip weights do not record it; pass --activation quick_gelu for -quickgelu models"
+    return (f"loaded {path}: ViT {config.image_size}px/{config.patch_size}, width {config.vision_width}/"
+            f"{config.text_width}, layers {config.vision_layers}/{config.text_layers}, activation "
+            f"{config.activation} ({origin}), image transform {config.image_transform}")

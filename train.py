@@ -23,18 +23,19 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import EpochBatches, TripletDataset, make_collate, read_triplets
+from data import IMAGE_TRANSFORMS, EpochBatches, TripletDataset, make_collate, read_triplets
 from errors import DataError, run_cli
 from eval import default_device, evaluate_synth, format_table
 from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
-from model import CLIP, ModelConfig, load_checkpoint
+from model import CLIP, ModelConfig, describe_loaded, load_checkpoint
+from overlap import fingerprint
 from synth import DEFAULT_SYNTH_DIR, write_synth
 
 
@@ -68,6 +69,13 @@ def parse_args(argv=None):
     model.add_argument("--init", "--init-from", type=Path, metavar="PATH",
                        help="start from these weights (our checkpoint, or published OpenAI / open_clip weights): "
                             "their config and tokenizer, --model ignored, fresh optimizer at step 0")
+    model.add_argument("--activation", choices=("gelu", "quick_gelu"),
+                       help="with --init: the MLP activation, for published weights that do not record it "
+                            "(open_clip's -quickgelu models need quick_gelu; default: recorded, else gelu)")
+    model.add_argument("--image-transform", choices=IMAGE_TRANSFORMS,
+                       help="clip: resize, centre crop, CLIP mean/std, random crop in training; authors: the "
+                            "SemCLIP authors' squash to S x S, ImageNet mean/std, no crop, no augmentation. "
+                            "Recorded in the checkpoint (default: the --init checkpoint's, else clip)")
     model.add_argument("--freeze-vision", action="store_true", help="train the text tower only (the authors' default)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
                        help="semclip (paper), clip (contrastive only), negclip (negations as hard "
@@ -184,7 +192,9 @@ def build_model(args, device):
     source = ckpt_path if args.resume else args.init
     if source is None:
         return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
-    model, ckpt = load_checkpoint(source)
+    model, ckpt = load_checkpoint(source, activation=args.activation)
+    if not args.resume and int(os.environ.get("RANK", "0")) == 0:
+        print(describe_loaded(source, model.config, ckpt, args.activation))
     return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
 
 
@@ -283,13 +293,14 @@ def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nul
 # ----------------------------------------------------------------------------- checkpoints and data
 
 
-def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer):
+def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer, train_fingerprint):
     """OUT/ckpt_step{N}.pt, then OUT/ckpt.pt pointing at it, each appearing by an atomic rename
-    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted."""
+    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted.
+    `train_fingerprint` (overlap.py) lets eval.py count test items the model trained on."""
     state = {
         "model_config": asdict(model.config), "tokenizer": tokenizer, "model": model.state_dict(),
         "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "args": json_args(args),
+        "args": json_args(args), "train_fingerprint": train_fingerprint,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
@@ -335,6 +346,7 @@ class Run:
     loss_fn: SemCLIPLoss
     dataset: TripletDataset
     total_steps: int
+    train_fingerprint: dict  # overlap.fingerprint of the training records
     resume_from: dict = None  # the checkpoint of --resume
 
 
@@ -343,14 +355,18 @@ def prepare(args) -> Run:
     rank, world_size, device = setup_distributed(args)
     torch.manual_seed(args.seed)
     model, tokenizer, ckpt = build_model(args, device)
+    if args.image_transform:  # the preprocessing these weights will expect, recorded with them
+        model.config = replace(model.config, image_transform=args.image_transform)
+    args.image_transform = model.config.image_transform
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
     records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
     # every text field the data has is encoded, so the loss logs its terms even at weight 0
     fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
-    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields)
+    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields,
+                             kind=model.config.image_transform)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
-    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, ckpt)
+    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, fingerprint(records), ckpt)
 
 
 def as_batch(tensors, fields, text_fields, device):
@@ -436,7 +452,8 @@ def train(args, run: Run):
             log.flush()
             last_time, last_step = now, done
         if is_main and (done % args.save_every == 0 or done == total_steps):
-            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, run.tokenizer)
+            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, run.tokenizer,
+                            run.train_fingerprint)
     if run.world_size > 1:
         dist.destroy_process_group()
     if not is_main:

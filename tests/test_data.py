@@ -23,6 +23,23 @@ def test_image_transform_gives_normalised_square_rgb():
                                / torch.tensor([0.26862954, 0.26130258, 0.27577711]))
 
 
+def test_authors_transform_is_a_squashing_resize_with_imagenet_statistics_in_training_too():
+    """Their dataset.py: Resize((S, S)) (no crop), ToTensor, Normalize(ImageNet mean/std); no augmentation."""
+    image = torch.randint(0, 256, (3, 150, 320), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    resized = torchvision.transforms.Resize((224, 224), antialias=True)(image).float() / 255
+    expected = torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(resized)
+    for train in (False, True):
+        out = image_transform(224, train=train, kind="authors")(image, torch.Generator().manual_seed(1))
+        assert out.shape == (3, 224, 224) and (out - expected).abs().max() <= 1e-5
+
+
+def test_clip_is_the_default_transform_and_unknown_kinds_are_refused():
+    image = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(image_transform(32)(image), image_transform(32, kind="clip")(image))
+    with pytest.raises(ValueError, match="clip, authors"):
+        image_transform(32, kind="imagenet")
+
+
 def test_train_transform_is_a_function_of_the_seed():
     transform, image = image_transform(32, train=True), torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
     first = transform(image, torch.Generator().manual_seed(1))

@@ -47,6 +47,36 @@ def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
     names = ["orig_over_neg", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "para_t2i_r1", "zeroshot_orig", "zeroshot_neg"]
     assert list(results["metrics"]) == names
     assert all(0.0 <= value <= 1.0 for value in results["metrics"].values())
+    # disjoint images (train_*.png vs test_*.png): no overlap, no warning; shared captions are only counted
+    assert results["train_overlap"] == 0 and "warning" not in result.stderr
+    assert results["train_caption_overlap"] == shared_captions(synth_dir / "train.jsonl", synth_dir / "test.jsonl")
+
+
+def shared_captions(train_file, test_file):
+    """Test items whose caption, lower-cased with single spaces, is a training caption."""
+    def captions(path):
+        return [" ".join(json.loads(line)["caption"].lower().split()) for line in path.read_text().splitlines()]
+    return sum(caption in set(captions(train_file)) for caption in captions(test_file))
+
+
+def test_eval_counts_and_warns_about_test_images_the_model_trained_on(synth_dir, tmp_path):
+    train = [json.loads(line) for line in (synth_dir / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    leaked = [{**r, "image": str(synth_dir / r["image"])} for r in test[5:8]]  # 3 test images, by absolute path
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in [{**r, "image": str(synth_dir / r["image"])}
+                                                            for r in train[:29]] + leaked))
+    trained = run_python("train.py", "--data", mixed, "--batch-size", "16", "--steps", "1", "--workers", "0",
+                         "--device", "cpu", "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "run/ckpt.pt", "--data-root", synth_dir,
+                        "--out", tmp_path / "results.json", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["train_overlap"] == 3
+    assert results["train_caption_overlap"] == shared_captions(mixed, synth_dir / "test.jsonl")
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert "synth" in warning and "3 of 40" in warning
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
@@ -284,6 +314,7 @@ def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tm
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["n"] == 20 and len(results["metrics"]) == 24 and "swap_obj/itt" in results["metrics"]
     assert "mean/img_p2" in results["metrics"] and "replace_rel" in result.stdout
+    assert results["train_overlap"] is None and results["train_caption_overlap"] is None  # no fingerprint
 
 
 @pytest.mark.parametrize("bench, setup, expected", [

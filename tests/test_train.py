@@ -184,3 +184,15 @@ def test_batch_not_divisible_by_micro_batches_is_a_usage_error(synth_dir, tmp_pa
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--accum-steps", "3")
     assert result.returncode == 2 and "error: --batch-size 16 is not divisible" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_image_transform_is_recorded_in_the_checkpoint_and_used_by_eval(synth_dir, tmp_path):
+    assert train_cli(synth_dir, tmp_path / "authors", "--steps", "1", "--image-transform", "authors").returncode == 0
+    model, ckpt = load_checkpoint(tmp_path / "authors/ckpt.pt")
+    assert model.config.image_transform == "authors" == ckpt["args"]["image_transform"]
+    tuned = train_cli(synth_dir, tmp_path / "tuned", "--steps", "1", "--init", tmp_path / "authors/ckpt.pt")
+    assert tuned.returncode == 0 and load_checkpoint(tmp_path / "tuned/ckpt.pt")[0].config.image_transform == "authors"
+    for flags, expected in (((), "image transform authors"), (("--image-transform", "clip"), "image transform clip")):
+        result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "tuned/ckpt.pt", "--data-root",
+                            synth_dir, "--limit", "4", "--device", "cpu", *flags)
+        assert result.returncode == 0 and expected in result.stderr, result.stderr
