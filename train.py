@@ -31,11 +31,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from data import IMAGE_TRANSFORMS, EpochBatches, TripletDataset, make_collate, read_triplets
+from distributed import RankShard, average_gradients, average_over_processes, setup_distributed
 from errors import DataError, run_cli
 from eval import default_device, evaluate_synth, format_table
 from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, describe_loaded, load_checkpoint
 from overlap import fingerprint
+from recipes import RECIPES, apply_recipe, flags_given
 from synth import DEFAULT_SYNTH_DIR, write_synth
 
 
@@ -54,6 +56,7 @@ def parse_args(argv=None):
                "  python train.py --data triplets.jsonl --model small --steps 20000 --out out/run1\n"
                "  python train.py --out out/run1 --resume\n"
                "  python train.py --data triplets.jsonl --init ViT-B-32.pt --freeze-vision --lr 1e-5\n"
+               "  python train.py --recipe authors --data train.csv --init ViT-B-32.pt --out out/semclip\n"
                "  torchrun --standalone --nproc_per_node=2 train.py --device cpu --out out/ddp\n"
                "  torchrun --nproc_per_node=8 train.py --data t.jsonl --model B-32 --batch-size 4096 \\\n"
                "      --precision bf16 --accum-steps 4 --out out/b32",
@@ -76,10 +79,12 @@ def parse_args(argv=None):
                        help="clip: resize, centre crop, CLIP mean/std, random crop in training; authors: the "
                             "SemCLIP authors' squash to S x S, ImageNet mean/std, no crop, no augmentation. "
                             "Recorded in the checkpoint (default: the --init checkpoint's, else clip)")
-    model.add_argument("--freeze-vision", action="store_true", help="train the text tower only (the authors' default)")
+    model.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=False,
+                       help="train the text tower only (the authors' default) (default: %(default)s)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
                        help="semclip (paper), clip (contrastive only), negclip (negations as hard "
-                            "negatives), siglip (semclip with SigLIP's sigmoid contrastive term)")
+                            "negatives), conclip (CoN-CLIP's three terms with distractor images), "
+                            "siglip (semclip with SigLIP's sigmoid contrastive term)")
     model.add_argument("--contrastive-weight", type=float, default=1.0, help="a in (aL_clip+bL_para+cL_neg)/(a+b+c)")
     model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
     model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")
@@ -94,18 +99,36 @@ def parse_args(argv=None):
     optim.add_argument("--batch-size", type=int, default=128, help="global batch, all processes and "
                                                                      "micro-batches together (default: %(default)s)")
     optim.add_argument("--accum-steps", type=int, default=1,
-                       help="split each process's batch into this many micro-batches, with the loss still over "
-                            "the whole batch (gradient caching): same result, less memory (default: %(default)s)")
+                       help="split each process's batch into this many micro-batches (default: %(default)s)")
+    optim.add_argument("--accumulation", choices=("cached", "plain"), default="cached",
+                       help="cached: the loss still over the whole batch (gradient caching), the same result "
+                            "with less memory; plain: each micro-batch its own loss, gradients averaged, as "
+                            "the authors' Lightning accumulate_grad_batches (default: %(default)s)")
     optim.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
     optim.add_argument("--epochs", type=float, help="train for this many epochs instead of --steps")
     optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW, matrices only (default: %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's (default: %(default)s)")
+    optim.add_argument("--decay", choices=("matrices", "all"), default="matrices",
+                       help="which parameters weight decay applies to; matrices spares gains, biases and the "
+                            "logit scale (default: %(default)s)")
+    optim.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), metavar=("B1", "B2"),
+                       help="AdamW's (default: 0.9 0.98)")
+    optim.add_argument("--adam-eps", type=float, default=1e-6, help="AdamW's epsilon (default: %(default)s)")
     optim.add_argument("--warmup", type=int, default=40, help="linear warm-up steps (default: %(default)s)")
     optim.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0 = off (default: %(default)s)")
     optim.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: encoders under autocast, loss in fp32 (default: %(default)s)")
+    optim.add_argument("--temperature", type=float,
+                       help="restart the learnable logit scale at log(1/T), as the authors' fresh one at T = 0.07 "
+                            "(default: keep the model's)")
+    optim.add_argument("--clamp-logit-scale", action=argparse.BooleanOptionalAction, default=True,
+                       help="cap the logit scale at 100 after each step, as CLIP (default: %(default)s)")
+    optim.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="a mild random crop in training (--image-transform clip only) (default: %(default)s)")
     optim.add_argument("--compile", action="store_true", help="torch.compile the model")
     run = parser.add_argument_group("run")
+    run.add_argument("--recipe", choices=list(RECIPES),
+                     help="a published recipe's settings (recipes.py), printed at start; flags given win")
     run.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     run.add_argument("--device", default=default_device(),
                      help="cpu, cuda, cuda:1; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
@@ -115,6 +138,10 @@ def parse_args(argv=None):
     run.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default: %(default)s)")
     run.add_argument("--keep", type=int, default=3, help="keep the last N OUT/ckpt_step*.pt (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.recipe:
+        for line in apply_recipe(args, flags_given(parser, argv)):
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(line)
     for name in ("batch_size", "accum_steps", "steps", "log_every", "save_every", "keep", "num_projections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -131,53 +158,6 @@ def parse_args(argv=None):
     except ValueError as error:
         parser.error(str(error))
     return args
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def setup_distributed(args):
-    """(rank, world size, device). Under torchrun: one process group, NCCL on CUDA, gloo on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return 0, 1, torch.device(args.device)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def average_gradients(params, world_size: int):
-    """What DDP does after backward, in one all-reduce: every process ends with the mean gradient
-    (the gradient of the global-batch loss, since the loss is each process's share)."""
-    if world_size == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads]).div_(world_size)
-    dist.all_reduce(flat)
-    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(average.view_as(grad))
-
-
-def average_over_processes(values: torch.Tensor, world_size: int) -> torch.Tensor:
-    """The mean of `values` over processes (the global-batch loss terms, so all processes stop together)."""
-    if world_size > 1:
-        dist.all_reduce(values.div_(world_size))
-    return values
-
-
-class RankShard(torch.utils.data.Sampler):
-    """This process's contiguous block of every global batch: rank r of W takes rows r*b..(r+1)*b-1,
-    the order in which loss.gather_features concatenates features (positives at r*b + i)."""
-
-    def __init__(self, batches: EpochBatches, rank: int, world_size: int):
-        self.batches, self.rank, self.world_size = batches, rank, world_size
-
-    def __iter__(self):
-        for batch in self.batches:
-            block = len(batch) // self.world_size
-            yield batch[self.rank * block:(self.rank + 1) * block]
 
 
 # ----------------------------------------------------------------------------- model, loss, optimizer
@@ -213,14 +193,17 @@ def trainable_parameters(model, loss_fn):
 
 
 def build_optimizer(args, model, loss_fn):
-    """AdamW; no weight decay on gains, biases, embeddings-as-vectors and logit_scale (ndim < 2).
+    """AdamW; with --decay matrices, no weight decay on gains, biases, embeddings-as-vectors and
+    logit_scale (ndim < 2); with --decay all, on every parameter, as the authors' and CoN-CLIP's code.
 
     fused=True: one kernel over all parameters instead of a dozen passes (foreach); the same
     update, and on CPU 10-40x faster, which matters with a 100k-token embedding table."""
     params = trainable_parameters(model, loss_fn)
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    def decays(p):
+        return args.decay == "all" or p.ndim >= 2
+    groups = [{"params": [p for p in params if decays(p)], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if not decays(p)], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps, fused=True)
 
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
@@ -247,6 +230,11 @@ def encode(forward, images, captions, *texts, autocast=nullcontext()):
     return [image.float()] + [None if t is None else next(text) for t in (captions, *texts)]
 
 
+def split_batch(batch, accum_steps):
+    """The K micro-batches of a batch (images, captions, *texts), None fields kept as None."""
+    return list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
+
+
 def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast):
     """The loss over the whole batch with the activation memory of one micro-batch: gradient
     caching (GradCache, Gao et al. 2021; open_clip's --accum-freq).
@@ -258,7 +246,7 @@ def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, auto
     graph and backpropagate its slice of the cached embedding gradients. Same loss and gradients
     as one batch of K x b; one extra forward pass.
     """
-    micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
+    micro_batches = split_batch(batch, accum_steps)
     # (1) embeddings of every micro-batch, no graph
     with torch.no_grad():
         cached = [encode(forward, *micro, autocast=autocast) for micro in micro_batches]
@@ -277,14 +265,31 @@ def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, auto
     return terms
 
 
-def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext()):
+def accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast):
+    """Plain gradient accumulation, as the authors' code (Lightning's accumulate_grad_batches): each
+    micro-batch gets its own loss, with only its own b - 1 negatives, backpropagated divided by K.
+    Offered to reproduce their runs; the terms returned are the means over the micro-batches."""
+    terms = {}
+    for micro in split_batch(batch, accum_steps):
+        micro_terms = loss_fn(*encode(forward, *micro, autocast=autocast), logit_scale.exp())
+        # L = 1/K sum_k L_k, each micro-batch's share backpropagated at once
+        (micro_terms["loss"] / accum_steps).backward()
+        for name, value in micro_terms.items():
+            terms[name] = terms.get(name, 0) + value.detach() / accum_steps
+    return terms
+
+
+def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext(), accumulation="cached"):
     """Forward and backward of this process's share of one global batch; returns the loss terms.
 
     batch = (images, captions, *texts): one token tensor (or None) per loss_fn.TEXT_FIELDS.
+    accumulation: "cached" (the loss over the whole batch) or "plain" (per micro-batch).
     """
     if accum_steps == 1:
         terms = loss_fn(*encode(forward, *batch, autocast=autocast), logit_scale.exp())
         terms["loss"].backward()
+    elif accumulation == "plain":
+        terms = accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
     else:
         terms = cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
     return {name: value.detach() for name, value in terms.items()}
@@ -358,11 +363,14 @@ def prepare(args) -> Run:
     if args.image_transform:  # the preprocessing these weights will expect, recorded with them
         model.config = replace(model.config, image_transform=args.image_transform)
     args.image_transform = model.config.image_transform
+    if args.temperature and ckpt is None:  # a fresh logit scale s = 1/T (resuming keeps the trained one)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / args.temperature))
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
     records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
     # every text field the data has is encoded, so the loss logs its terms even at weight 0
     fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
-    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields,
+    dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
                              kind=model.config.image_transform)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
@@ -422,7 +430,7 @@ def train(args, run: Run):
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast)
+        terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast, args.accumulation)
         # every term the loss returns, as the global-batch mean
         values = dict(zip(terms, average_over_processes(torch.stack([t.float() for t in terms.values()]),
                                                         run.world_size).tolist()))
@@ -434,8 +442,9 @@ def train(args, run: Run):
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
+        if args.clamp_logit_scale:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
         done = step + 1
         if is_main and (done % args.log_every == 0 or done == total_steps):
             now = time.time()

@@ -3,6 +3,7 @@ gradient caching, bf16, non-finite stop, --init / --freeze-vision (multi-process
 
 import json
 import shutil
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 import pytest
@@ -93,14 +94,48 @@ def test_help_has_examples_and_every_example_parses():
         parse_args([a if a != "ViT-B-32.pt" else __file__ for a in argv])  # --init must exist
 
 
-def test_no_weight_decay_on_gains_biases_and_logit_scale():
+def test_no_weight_decay_on_gains_biases_and_logit_scale_unless_decay_all():
     model = CLIP(ModelConfig.preset("tiny"))
-    args = SimpleNamespace(lr=1e-3, weight_decay=0.1)
+    args = SimpleNamespace(lr=1e-3, weight_decay=0.1, decay="matrices", betas=(0.9, 0.98), adam_eps=1e-6)
     decayed, plain = build_optimizer(args, model, SemCLIPLoss(model.config.embed_dim)).param_groups
     ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
     assert id(model.logit_scale) in ids(plain) and id(model.ln_final.weight) in ids(plain)
     assert id(model.visual.conv1.weight) in ids(decayed) and plain["weight_decay"] == 0.0
-    assert decayed["weight_decay"] == 0.1
+    assert decayed["weight_decay"] == 0.1 and decayed["betas"] == (0.9, 0.98) and decayed["eps"] == 1e-6
+    args = SimpleNamespace(lr=1e-3, weight_decay=0.2, decay="all", betas=(0.9, 0.999), adam_eps=1e-8)
+    decayed, plain = build_optimizer(args, model, SemCLIPLoss(model.config.embed_dim)).param_groups
+    assert ids(decayed) == {id(p) for p in model.parameters()} and plain["params"] == []
+    assert decayed["weight_decay"] == 0.2 and decayed["betas"] == (0.9, 0.999) and decayed["eps"] == 1e-8
+
+
+def test_authors_recipe_sets_their_defaults_and_flags_given_win():
+    """The values of aaai26-paper12649/SemCLIP src/args.py, training_params.py, model.py, dataset.py."""
+    args = parse_args(["--recipe", "authors"])
+    assert (args.epochs, args.lr, args.weight_decay, args.decay, args.warmup, args.seed) == (200, 5e-5, 0.2, "all", 50, 42)
+    assert (tuple(args.betas), args.adam_eps, args.precision, args.freeze_vision) == ((0.9, 0.999), 1e-8, "bf16", True)
+    assert (args.batch_size, args.accum_steps, args.accumulation) == (512, 2, "plain")  # 256 per loss, 2 accumulated
+    assert (args.temperature, args.clamp_logit_scale, args.image_transform) == (0.07, False, "authors")
+    given = parse_args(["--recipe", "authors", "--steps", "2", "--seed", "0", "--no-freeze-vision", "--batch-size", "8"])
+    assert (given.steps, given.epochs, given.seed, given.freeze_vision, given.batch_size) == (2, None, 0, False, 8)
+    assert given.weight_decay == 0.2 and parse_args([]).weight_decay == 0.1
+
+
+def test_authors_recipe_run_prints_what_it_set_and_records_it(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path, "--recipe", "authors", "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    recipe_lines = [line for line in lines if line.startswith("recipe authors:")]
+    assert lines[:len(recipe_lines)] == recipe_lines  # the run's first lines
+    for expected in ("--weight-decay 0.2 (ours: --weight-decay 0.1)", "--warmup 50", "--seed 42", "--decay all",
+                     "--betas 0.9 0.999", "--adam-eps 1e-08", "--no-clamp-logit-scale", "--image-transform authors",
+                     "--batch-size 16 as given", "--steps 2 as given"):
+        assert any(expected in line for line in recipe_lines), expected
+    recorded = json.loads((tmp_path / "args.json").read_text())
+    assert (recorded["weight_decay"], recorded["warmup"], recorded["seed"], recorded["recipe"]) == (0.2, 50, 42, "authors")
+    assert recorded["betas"] == [0.9, 0.999] and recorded["steps"] == 2 and recorded["epochs"] is None
+    # a fresh logit scale 1/0.07, left unclamped (lr 5e-5 barely moves it in 2 steps)
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(last["logit_scale"] - 1 / 0.07) < 0.01
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
@@ -116,11 +151,12 @@ def test_gradient_caching_k_micro_batches_equals_one_batch_and_bf16_runs():
     from test_distributed import CONFIG, LOSS_ARGS, global_batch
     from train import train_step
 
-    def step(accum_steps, autocast=None):
+    def step(accum_steps, autocast=None, accumulation="cached"):
         torch.manual_seed(0)
         model, loss_fn = CLIP(CONFIG), build_loss(LOSS_ARGS, CONFIG.embed_dim)
-        extra = (torch.autocast("cpu", dtype=torch.bfloat16),) if autocast else ()
-        loss = train_step(model, model.logit_scale, loss_fn, global_batch(8), accum_steps, *extra)["loss"]
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+        loss = train_step(model, model.logit_scale, loss_fn, global_batch(8), accum_steps, context,
+                          accumulation)["loss"]
         return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
     loss, grads = step(1)
@@ -129,6 +165,16 @@ def test_gradient_caching_k_micro_batches_equals_one_batch_and_bf16_runs():
         torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-6)
         for name, grad in grads.items():
             torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-5, msg=f"K={accum_steps} {name}")
+    # plain accumulation: the mean of the two halves' own losses and gradients
+    torch.manual_seed(0)
+    model, loss_fn = CLIP(CONFIG), build_loss(LOSS_ARGS, CONFIG.embed_dim)
+    halves = [tuple(t[rows] for t in global_batch(8)) for rows in (slice(0, 4), slice(4, 8))]
+    half_losses = [train_step(model, model.logit_scale, loss_fn, half)["loss"] for half in halves]
+    summed = {n: p.grad.clone() for n, p in model.named_parameters()}  # backward accumulates both halves
+    plain_loss, plain_grads = step(2, accumulation="plain")
+    torch.testing.assert_close(plain_loss, sum(half_losses) / 2, rtol=1e-5, atol=1e-6)
+    for name, grad in summed.items():
+        torch.testing.assert_close(plain_grads[name], grad / 2, rtol=1e-4, atol=1e-5, msg=f"plain {name}")
     bf16_loss, bf16_grads = step(2, autocast=True)
     assert bf16_loss.dtype == torch.float32 and abs(bf16_loss - loss) < 0.05
     assert all(torch.isfinite(g).all() for g in bf16_grads.values())
