@@ -1,6 +1,7 @@
 """Data: triplet readers (JSONL, the SemCLIP authors' CSV), the image pipeline, batching.
 
     python data.py synth --out /tmp/w       # the built-in world (the same as python synth.py)
+    python data.py check triplets.csv       # decode every image now, not at hour ten of training
 
 Every reader fails with `DataError("file:line: problem; what to do")`, which the command
 lines print as one line before exiting with status 1.
@@ -11,6 +12,8 @@ import csv
 import functools
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -236,17 +239,65 @@ def _collate(items, context_length, tokenizer):
     return torch.stack(images), *texts.chunk(len(fields))
 
 
+class _DecodeCheck(torch.utils.data.Dataset):
+    """Item i: None if record i's image decodes, else the one-line reason (decoded in DataLoader workers)."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        try:
+            read_image(record["image"], record["where"])
+        except DataError as error:
+            return str(error)
+        return None
+
+
+def check_images(path, workers: int = 2, log=print):
+    """Decode every image of a triplets file; list each bad one (line, path, reason), then fail if any."""
+    records = read_triplets(path)
+    loader = torch.utils.data.DataLoader(_DecodeCheck(records), batch_size=64, num_workers=workers,
+                                         collate_fn=list)
+    bad, done, start, shown = [], 0, time.time(), 0.0
+    for results in loader:
+        bad += [reason for reason in results if reason is not None]
+        done += len(results)
+        if time.time() - shown >= 5 or done == len(records):  # a progress line every 5 s and at the end
+            shown = time.time()
+            print(f"checked {done}/{len(records)} images | {len(bad)} bad | "
+                  f"{done / max(shown - start, 1e-9):.0f} img/s", file=sys.stderr)
+    for reason in bad:
+        log(reason)
+    if bad:
+        raise DataError(f"{path}: {len(bad)} of {len(records)} images cannot be read (listed above); "
+                        "replace those files or remove their lines")
+    log(f"{path}: all {len(records)} images decode")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="data.py", description="Data tools.",
         epilog="examples:\n"
-               "  python data.py synth --out /tmp/w --n-train 2000 --n-test 200",
+               "  python data.py synth --out /tmp/w --n-train 2000 --n-test 200\n"
+               "  python data.py check triplets.jsonl --workers 8",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("synth", add_help=False, help="write the synthetic world (python synth.py --help)")
+    check = commands.add_parser("check", help="decode every image of a triplets file (.jsonl or the authors' .csv); "
+                                              "list the bad ones, exit 1 if any")
+    check.add_argument("file", type=Path)
+    check.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "synth":
         synth.main(rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    else:
+        check_images(args.file, args.workers)
 
 
 if __name__ == "__main__":

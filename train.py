@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from data import IMAGE_TRANSFORMS, EpochBatches, TripletDataset, make_collate, read_triplets
 from distributed import RankShard, average_gradients, average_over_processes, setup_distributed
-from errors import DataError, run_cli
+from errors import DataError, one_line, run_cli
 from eval import default_device, evaluate_synth, format_table
 from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, describe_loaded, load_checkpoint
@@ -351,6 +351,7 @@ class Run:
     loss_fn: SemCLIPLoss
     dataset: TripletDataset
     total_steps: int
+    data_path: Path  # the training file
     train_fingerprint: dict  # overlap.fingerprint of the training records
     resume_from: dict = None  # the checkpoint of --resume
 
@@ -367,14 +368,16 @@ def prepare(args) -> Run:
         with torch.no_grad():
             model.logit_scale.fill_(math.log(1 / args.temperature))
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
-    records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
+    data_path = resolve_data(args, rank)
+    records = read_triplets(data_path, required=loss_fn.texts)
     # every text field the data has is encoded, so the loss logs its terms even at weight 0
     fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
     dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
                              kind=model.config.image_transform)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
-    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, fingerprint(records), ckpt)
+    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, data_path,
+               fingerprint(records), ckpt)
 
 
 def as_batch(tensors, fields, text_fields, device):
@@ -425,7 +428,12 @@ def train(args, run: Run):
     model.train()
     batches, last_time, last_step, begin = iter(loader), time.time(), start_step, time.time()
     for step in range(start_step, total_steps):
-        batch = as_batch(next(batches), dataset.fields, loss_fn.TEXT_FIELDS, device)
+        try:
+            tensors = next(batches)
+        except DataError as error:  # an image that does not decode: there may be more
+            raise DataError(f"{one_line(error)}; `python data.py check {run.data_path}` lists every "
+                            "bad image") from None
+        batch = as_batch(tensors, dataset.fields, loss_fn.TEXT_FIELDS, device)
         lr = learning_rate(step, total_steps, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr

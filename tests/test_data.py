@@ -122,6 +122,23 @@ def test_train_cli_bad_input_is_one_line_and_exit_1(folder, case, expected):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert str(path) in result.stderr and expected in result.stderr
+    if case == "corrupt_image":
+        assert f"python data.py check {path}" in result.stderr
+
+
+def test_check_names_exactly_the_corrupt_image_and_exits_1(folder):
+    for i in range(50):
+        torchvision.io.write_png(torch.full((3, 8, 8), i, dtype=torch.uint8), str(folder / f"{i}.png"))
+    (folder / "7.png").write_bytes(b"\x89PNG cut short")
+    path = write_jsonl(folder, [good_line(f"{i}.png") for i in range(50)])
+    result = run_python("data.py", "check", path, "--workers", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    named = [line for line in (result.stdout + result.stderr).splitlines() if "cannot decode" in line]
+    assert len(named) == 1 and f"{path}:8:" in named[0] and str(folder / "7.png") in named[0]
+    assert "1 of 50 images cannot be read" in result.stderr
+    torchvision.io.write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "7.png"))
+    clean = run_python("data.py", "check", path, "--workers", "0")
+    assert clean.returncode == 0 and "all 50 images decode" in clean.stdout, clean.stderr
 
 
 def test_special_tokens_and_long_captions_are_valid_training_text(folder):
