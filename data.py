@@ -116,15 +116,17 @@ def _check_record(record: dict, where: str, required: tuple) -> dict:
     for key in TEXT_KEYS:
         if key in record and (not isinstance(record[key], str) or not record[key].strip()):
             raise DataError(f"{where}: {key!r} is empty or not a string; give it a non-empty text")
-    if not isinstance(record["image"], str) or not record["image"]:
-        raise DataError(f"{where}: 'image' must be a non-empty path string")
+    for key in ("image", "distractor"):
+        if key in record and (not isinstance(record[key], str) or not record[key]):
+            raise DataError(f"{where}: {key!r} must be a non-empty path string")
     return record
 
 
 def read_triplets(path, required=("caption",)) -> list:
-    """Records {image: absolute Path, caption, paraphrase?, negation?, id, where} from a
+    """Records {image: absolute Path, caption, paraphrase?, negation?, distractor?, id, where} from a
     triplets JSONL file or the SemCLIP authors' CSV (image_number|filename, caption,
-    paraphrased, negation). Image paths are relative to the file's folder."""
+    paraphrased, negation). Image paths are relative to the file's folder; `distractor` is a
+    second image, CoN-CLIP's (one that the negated caption describes)."""
     path = Path(path)
     required = tuple(dict.fromkeys(("caption",) + tuple(required)))
     rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
@@ -132,11 +134,10 @@ def read_triplets(path, required=("caption",)) -> list:
     for number, record in rows:
         where = f"{path}:{number}"
         record = _check_record(record, where, required)
-        image = Path(record["image"])
         records.append({
             **record,
             **{key: record[key].strip() for key in TEXT_KEYS if key in record},
-            "image": image if image.is_absolute() else path.parent / image,
+            **{key: path.parent / record[key] for key in ("image", "distractor") if key in record},
             "id": str(record.get("id", number)),
             "where": where,
         })
@@ -181,15 +182,16 @@ def _read_csv(path: Path):
 
 
 class TripletDataset(torch.utils.data.Dataset):
-    """Items are (image, *texts): the record's text for each of `fields` ("" where it has none).
-    Indexed by (index, seed) so that the random crop depends only on the sample's seed, not on
-    worker count or on resuming."""
+    """Items are (image, *values): for each of `fields`, the record's text ("" where it has none),
+    or for "distractor" a second image (see `distractor`). Indexed by (index, seed) so that the
+    random crop depends only on the sample's seed, not on worker count or on resuming."""
 
     def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS, kind: str = "clip"):
-        missing = next((r for r in records if not r["image"].is_file()), None)
+        keys = ("image", "distractor") if "distractor" in fields else ("image",)
+        missing = next(((r, k) for r in records for k in keys if k in r and not r[k].is_file()), None)
         if missing is not None:
-            raise DataError(f"{missing['where']}: image {missing['image']} does not exist; "
-                            "fix the path or remove the line")
+            record, key = missing
+            raise DataError(f"{record['where']}: {key} {record[key]} does not exist; fix the path or remove the line")
         self.records, self.fields = records, tuple(fields)
         self.transform = image_transform(image_size, train=train, kind=kind)
 
@@ -201,7 +203,20 @@ class TripletDataset(torch.utils.data.Dataset):
         record = self.records[index]
         generator = torch.Generator().manual_seed(seed)
         image = self.transform(read_image(record["image"], record["where"]), generator)
-        return (image, *(record.get(field, "") for field in self.fields))
+        return (image, *(self.distractor(index, generator) if field == "distractor" else record.get(field, "")
+                         for field in self.fields))
+
+    def distractor(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """The record's distractor image (CoN-CLIP's: from a separate pool, one that the negated caption
+        describes). A file without them (the synthetic world) gets another of its images, drawn from
+        the sample's seed: CoN-CLIP's loss then runs, but its premise that the negated caption
+        describes the distractor rarely holds, so this exercises the code, it does not reproduce them."""
+        record = self.records[index]
+        if "distractor" in record:
+            return self.transform(read_image(record["distractor"], record["where"]), generator)
+        other = (index + 1 + int(torch.randint(0, max(1, len(self.records) - 1), (), generator=generator))) \
+            % len(self.records)
+        return self.transform(read_image(self.records[other]["image"], self.records[other]["where"]), generator)
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -229,14 +244,16 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def make_collate(context_length: int, tokenizer: str):
-    """Stack images and tokenize every text field, padding trimmed: (images, tokens per field)."""
+    """Stack images and tokenize every text field, padding trimmed: (images, per field: tokens or images)."""
     return functools.partial(_collate, context_length=context_length, tokenizer=tokenizer)
 
 
 def _collate(items, context_length, tokenizer):
     images, *fields = zip(*items)
-    texts = trim_padding(tokenize(sum(fields, ()), context_length, tokenizer))
-    return torch.stack(images), *texts.chunk(len(fields))
+    texts = [field for field in fields if isinstance(field[0], str)]
+    tokens = iter(trim_padding(tokenize(sum(texts, ()), context_length, tokenizer)).chunk(len(texts)))
+    return torch.stack(images), *(next(tokens) if isinstance(field[0], str) else torch.stack(field)
+                                  for field in fields)
 
 
 class _DecodeCheck(torch.utils.data.Dataset):

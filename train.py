@@ -217,17 +217,26 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> floa
 # ----------------------------------------------------------------------------- one step
 
 
-def encode(forward, images, captions, *texts, autocast=nullcontext()):
-    """[image, caption, *texts] embeddings in fp32 (None for texts not given).
+def encode(forward, images, captions, *fields, autocast=nullcontext()):
+    """[image, caption, *fields] embeddings in fp32; each field is tokens [n, L] (a text), images
+    [n, 3, S, S] (CoN-CLIP's distractors) or None (not given, embedding None).
 
-    All texts go through the text tower in one pass: one matmul chain instead of several.
+    All texts go through the text tower in one pass, all images through the image tower in one:
+    one matmul chain each instead of several.
     """
-    given = [t for t in (captions, *texts) if t is not None]
-    width = max(t.shape[1] for t in given)
+    texts = [t for t in (captions, *fields) if t is not None and t.ndim == 2]
+    pictures = [images] + [t for t in fields if t is not None and t.ndim == 4]
+    width = max(t.shape[1] for t in texts)
     with autocast:
-        image, text, _ = forward(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in given]))
-    text = iter(text.float().split(len(captions)))
-    return [image.float()] + [None if t is None else next(text) for t in (captions, *texts)]
+        image, text, _ = forward(torch.cat(pictures), torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+    image, text = iter(image.float().split(len(images))), iter(text.float().split(len(captions)))
+    return [next(image)] + [None if t is None else next(text if t.ndim == 2 else image) for t in (captions, *fields)]
+
+
+def loss_of(loss_fn, embeddings, logit_scale):
+    """loss_fn on encode's embeddings: image, caption and texts in order, image fields by name."""
+    texts = 2 + len(loss_fn.TEXT_FIELDS)
+    return loss_fn(*embeddings[:texts], logit_scale, **dict(zip(loss_fn.IMAGE_FIELDS, embeddings[texts:])))
 
 
 def split_batch(batch, accum_steps):
@@ -252,7 +261,7 @@ def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, auto
         cached = [encode(forward, *micro, autocast=autocast) for micro in micro_batches]
     # (2) the loss over the whole batch, backpropagated to the cached embeddings
     features = [None if parts[0] is None else torch.cat(parts).requires_grad_() for parts in zip(*cached)]
-    terms = loss_fn(*features, logit_scale.exp())
+    terms = loss_of(loss_fn, features, logit_scale.exp())
     terms["loss"].backward()
     # (3) each micro-batch again, with a graph, backpropagating its slice of those gradients
     for k, micro in enumerate(micro_batches):
@@ -271,7 +280,7 @@ def accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps,
     Offered to reproduce their runs; the terms returned are the means over the micro-batches."""
     terms = {}
     for micro in split_batch(batch, accum_steps):
-        micro_terms = loss_fn(*encode(forward, *micro, autocast=autocast), logit_scale.exp())
+        micro_terms = loss_of(loss_fn, encode(forward, *micro, autocast=autocast), logit_scale.exp())
         # L = 1/K sum_k L_k, each micro-batch's share backpropagated at once
         (micro_terms["loss"] / accum_steps).backward()
         for name, value in micro_terms.items():
@@ -282,11 +291,11 @@ def accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps,
 def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext(), accumulation="cached"):
     """Forward and backward of this process's share of one global batch; returns the loss terms.
 
-    batch = (images, captions, *texts): one token tensor (or None) per loss_fn.TEXT_FIELDS.
+    batch = (images, captions, *fields): one tensor (or None) per loss_fn.FIELDS (encode).
     accumulation: "cached" (the loss over the whole batch) or "plain" (per micro-batch).
     """
     if accum_steps == 1:
-        terms = loss_fn(*encode(forward, *batch, autocast=autocast), logit_scale.exp())
+        terms = loss_of(loss_fn, encode(forward, *batch, autocast=autocast), logit_scale.exp())
         terms["loss"].backward()
     elif accumulation == "plain":
         terms = accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
@@ -370,8 +379,9 @@ def prepare(args) -> Run:
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
     data_path = resolve_data(args, rank)
     records = read_triplets(data_path, required=loss_fn.texts)
-    # every text field the data has is encoded, so the loss logs its terms even at weight 0
-    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
+    # every text field the data has is encoded, so the loss logs its terms even at weight 0; images
+    # only where the loss needs them (data.TripletDataset.distractor says where they come from)
+    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records)) + loss_fn.images
     dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
                              kind=model.config.image_transform)
     steps_per_epoch = len(dataset) // args.batch_size
@@ -380,10 +390,10 @@ def prepare(args) -> Run:
                fingerprint(records), ckpt)
 
 
-def as_batch(tensors, fields, text_fields, device):
-    """(images, captions, *texts) with one entry per loss text field, None where the data has none."""
+def as_batch(tensors, fields, loss_fields, device):
+    """(images, captions, *values) with one entry per loss field, None where the data has none."""
     by_field = dict(zip(fields, (t.to(device, non_blocking=True) for t in tensors[1:])))
-    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in text_fields))
+    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in loss_fields))
 
 
 def train(args, run: Run):
@@ -433,7 +443,7 @@ def train(args, run: Run):
         except DataError as error:  # an image that does not decode: there may be more
             raise DataError(f"{one_line(error)}; `python data.py check {run.data_path}` lists every "
                             "bad image") from None
-        batch = as_batch(tensors, dataset.fields, loss_fn.TEXT_FIELDS, device)
+        batch = as_batch(tensors, dataset.fields, loss_fn.FIELDS, device)
         lr = learning_rate(step, total_steps, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -99,6 +99,21 @@ def test_missing_image_is_named_before_training(folder):
         TripletDataset(records, 32)
 
 
+def test_distractor_images_come_from_the_file_or_else_from_the_other_records(folder):
+    for name, value in (("a.png", 10), ("b.png", 20), ("c.png", 30)):
+        torchvision.io.write_png(torch.full((3, 8, 8), value, dtype=torch.uint8), str(folder / name))
+    given = TripletDataset(read_triplets(write_jsonl(folder, [good_line("a.png", distractor="c.png")])), 8,
+                           train=False, fields=("caption", "distractor"))
+    image, caption, distractor = given[0, 0]
+    assert caption == "a red circle" and torch.equal(distractor, image_transform(8)(torch.full((3, 8, 8), 30,
+                                                                                              dtype=torch.uint8)))
+    drawn = TripletDataset(read_triplets(write_jsonl(folder, [good_line("a.png"), good_line("b.png")], "two.jsonl")),
+                           8, train=False, fields=("caption", "distractor"))
+    assert torch.equal(drawn[0, 5][2], drawn[1, 0][0]) and torch.equal(drawn[1, 7][2], drawn[0, 0][0])
+    batch = make_collate(32, "cl100k_base")([drawn[0, 1], drawn[1, 2]])
+    assert batch[0].shape == batch[2].shape == (2, 3, 8, 8) and batch[1].dtype == torch.long
+
+
 def test_corrupt_image_is_named_when_read(folder):
     (folder / "bad.png").write_bytes(b"\x89PNG not really")
     dataset = TripletDataset(read_triplets(write_jsonl(folder, [good_line("bad.png")])), 32)

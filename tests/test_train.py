@@ -60,7 +60,7 @@ def test_resume_without_a_checkpoint_is_one_clear_line(synth_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("loss", ["clip", "negclip"])
+@pytest.mark.parametrize("loss", ["clip", "negclip", "conclip"])
 def test_baseline_losses_train(synth_dir, tmp_path, loss):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
     assert result.returncode == 0, result.stderr
