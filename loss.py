@@ -356,11 +356,13 @@ def triton_available() -> bool:
 def _contrastive(queries, keys, logit_scale, positive_offset, symmetric, chunk_size, impl):
     """Dispatch one contrastive loss to an implementation; all give the same numbers.
 
-    auto: the Triton kernel on CUDA when triton imports, the tiled op everywhere else."""
+    auto: the Triton kernel for CUDA features of one dtype it supports (fp32, bf16, fp16) when
+    triton imports; the tiled op everywhere else (CPU, float64 for gradcheck, mixed dtypes)."""
     check_impl(impl)
     scale = logit_scale if torch.is_tensor(logit_scale) else torch.tensor(logit_scale, device=queries.device)
     if impl == "auto":
-        impl = "triton" if queries.is_cuda and triton_available() else "tiled"
+        kernel_fits = queries.is_cuda and queries.dtype == keys.dtype != torch.float64
+        impl = "triton" if kernel_fits and triton_available() else "tiled"
     if impl == "reference":
         if symmetric:
             return contrastive_loss_reference(queries, keys, scale)

@@ -18,7 +18,7 @@ from tokenizer import get_tokenizer
 from eval import format_table, recall_at
 from model import ModelConfig
 
-from conftest import SUGARCREPE_PP, run_python
+from conftest import SUGARCREPE_PP, help_examples, run_python
 
 
 def test_recall_counts_a_hit_for_any_item_with_the_same_caption_text():
@@ -331,3 +331,11 @@ def test_missing_or_bad_data_is_one_clear_line(bench, setup, expected, tiny_ckpt
     result = run_python("eval.py", "--bench", bench, "--ckpt", tiny_ckpt, "--data-root", tmp_path, "--split-size", 2)
     assert result.returncode == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_examples_parse():
+    result = run_python("eval.py", "--help")
+    examples = help_examples(result.stdout, "eval.py")
+    assert result.returncode == 0 and len(examples) >= 6
+    for argv in examples:
+        evaluation.parse_args(argv)

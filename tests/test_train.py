@@ -60,6 +60,15 @@ def test_resume_without_a_checkpoint_is_one_clear_line(synth_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_the_plain_reference_loss_trains_the_same_run_as_the_fused_op(synth_dir, tmp_path):
+    """--contrastive-impl reference (F.cross_entropy) vs tiled: the same run up to float32 summation order."""
+    for impl in ("reference", "tiled"):
+        assert train_cli(synth_dir, tmp_path / impl, "--steps", "3", "--contrastive-impl", impl).returncode == 0
+    runs = {impl: torch.load(tmp_path / impl / "ckpt.pt", weights_only=True)["model"] for impl in ("reference", "tiled")}
+    for name, tensor in runs["reference"].items():
+        torch.testing.assert_close(runs["tiled"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("loss", ["clip", "negclip", "conclip"])
 def test_baseline_losses_train(synth_dir, tmp_path, loss):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
