@@ -341,7 +341,8 @@ def evaluate_zeroshot(model, tokenizer, dataset, device="cpu", batch_size=256, w
 
 
 def evaluate_negbench_mcq(model, tokenizer, records, device="cpu", batch_size=256, workers=0):
-    """4-way multiple choice: the caption closest to the image is the answer; accuracy per answer template too."""
+    """4-way multiple choice: the caption closest to the image is the answer; accuracy per question type too
+    (correct_answer_template: positive, negative, hybrid in the official files and code)."""
     image = embed_images(model, records, device, batch_size, workers)
     captions = embed_texts(model, [c for r in records for c in r["captions"]], tokenizer, device)
     chosen = torch.einsum("nd,nkd->nk", image, captions.view(len(records), 4, -1)).argmax(dim=1)

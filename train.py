@@ -240,7 +240,7 @@ def loss_of(loss_fn, embeddings, logit_scale):
 
 
 def split_batch(batch, accum_steps):
-    """The K micro-batches of a batch (images, captions, *texts), None fields kept as None."""
+    """The K micro-batches of a batch (images, captions, *fields), None fields kept as None."""
     return list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
 
 

@@ -258,9 +258,9 @@ def test_zeroshot_original_and_negated_prompts_on_a_cifar10_folder(tmp_path, mon
 
 
 def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
-    rows = [("a dog", ["a dog", "no dog", "a cat", "no cat"], 0, "Affirmation"),
-            ("no dog", ["a dog", "no dog", "a cat", "no cat"], 1, "Negation"),
-            ("a cat", ["a dog", "no dog", "a cat", "no cat"], 3, "Negation")]  # the model picks 2: wrong
+    rows = [("a dog", ["a dog", "no dog", "a cat", "no cat"], 0, "positive"),
+            ("no dog", ["a dog", "no dog", "a cat", "no cat"], 1, "negative"),
+            ("a cat", ["a dog", "no dog", "a cat", "no cat"], 3, "negative")]  # the model picks 2: wrong
     with open(tmp_path / "mcq.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["image_path", "caption_0", "caption_1", "caption_2", "caption_3", "correct_answer",
@@ -272,7 +272,7 @@ def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
     model = PlantedModel({i: texts[shows] for i, (shows, *_) in enumerate(rows)}, texts)
     n, metrics = evaluation.evaluate_negbench_mcq(model, "cl100k_base",
                                                   evaluation.read_negbench_mcq(tmp_path / "mcq.csv", tmp_path))
-    assert n == 3 and metrics == {"accuracy": 2 / 3, "Affirmation/accuracy": 1.0, "Negation/accuracy": 0.5}
+    assert n == 3 and metrics == {"accuracy": 2 / 3, "positive/accuracy": 1.0, "negative/accuracy": 0.5}
 
 
 def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir, tiny_ckpt, tmp_path):
