@@ -72,11 +72,11 @@ def image_transform(image_size: int, train: bool = False, kind: str = "clip"):
 
 def read_image(path: Path, where: str) -> torch.Tensor:
     """Decode an image file (PNG, JPEG, ...); `where` ("file:line") goes into the error."""
+    if not Path(path).is_file():
+        raise DataError(f"{where}: image {path} does not exist; fix the path or remove the line")
     try:
         data = torchvision.io.read_file(str(path))
         return torchvision.io.decode_image(data, mode=torchvision.io.ImageReadMode.RGB)
-    except FileNotFoundError:
-        raise DataError(f"{where}: image {path} does not exist; fix the path or remove the line") from None
     except (RuntimeError, OSError, ValueError) as error:
         raise DataError(f"{where}: cannot decode image {path} ({str(error).splitlines()[0]}); "
                         "replace the file or remove the line") from None
@@ -274,9 +274,12 @@ class _DecodeCheck(torch.utils.data.Dataset):
         return None
 
 
-def check_images(path, workers: int = 2, log=print):
-    """Decode every image of a triplets file; list each bad one (line, path, reason), then fail if any."""
+def check_images(path, workers: int = 2, image_dir=None, log=print):
+    """Decode every image of a triplets file; list each bad one (line, path, reason), then fail if any.
+    `image_dir`: find the images there by file name (the authors' CSV names files, not folders)."""
     records = read_triplets(path)
+    if image_dir is not None:
+        records = [{**r, "image": Path(image_dir) / r["image"].name} for r in records]
     loader = torch.utils.data.DataLoader(_DecodeCheck(records), batch_size=64, num_workers=workers,
                                          collate_fn=list)
     bad, done, start, shown = [], 0, time.time(), 0.0
@@ -300,13 +303,15 @@ def main(argv=None):
         prog="data.py", description="Data tools.",
         epilog="examples:\n"
                "  python data.py synth --out /tmp/w --n-train 2000 --n-test 200\n"
-               "  python data.py check triplets.jsonl --workers 8",
+               "  python data.py check triplets.jsonl --workers 8\n"
+               "  python data.py check ccneg_paraphrased.csv --image-dir ~/ccneg/images",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("synth", add_help=False, help="write the synthetic world (python synth.py --help)")
     check = commands.add_parser("check", help="decode every image of a triplets file (.jsonl or the authors' .csv); "
                                               "list the bad ones, exit 1 if any")
     check.add_argument("file", type=Path)
+    check.add_argument("--image-dir", type=Path, help="the images' folder, if not the file's")
     check.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "synth":
@@ -314,7 +319,7 @@ def main(argv=None):
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     else:
-        check_images(args.file, args.workers)
+        check_images(args.file, args.workers, args.image_dir)
 
 
 if __name__ == "__main__":

@@ -178,3 +178,14 @@ def test_collate_cuts_padding_after_the_longest_text():
     assert batch[0].shape == (2, 3, 4, 4)
     assert [t.shape for t in batch[1:]] == [(2, 6)] * 3  # "there is a red circle" + end-of-text
     assert batch[2][0, -1] == 100257
+
+
+def test_check_finds_the_authors_csv_images_by_name_in_image_dir(folder):
+    (folder / "csv").mkdir()
+    path = folder / "csv" / "triplets.csv"
+    path.write_text("image_number,caption,negation,paraphrased\n7,a dog,no dog,a hound\n")
+    missing = run_python("data.py", "check", path, "--workers", "0")
+    assert missing.returncode == 1 and f"{path}:2: image {folder / 'csv' / '000000007.jpg'} does not exist" in missing.stdout
+    torchvision.io.write_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "000000007.jpg"))
+    found = run_python("data.py", "check", path, "--image-dir", folder, "--workers", "0")
+    assert found.returncode == 0, found.stdout + found.stderr
