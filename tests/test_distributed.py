@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from model import CLIP, ModelConfig
-from train import average_gradients, build_loss, parse_args, train_step, trainable_parameters
+from distributed import average_gradients
+from train import build_loss, parse_args, train_step, trainable_parameters
 
 from conftest import ROOT
 
