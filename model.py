@@ -13,7 +13,7 @@ import pickletools
 import re
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -38,10 +38,12 @@ class ModelConfig:
     eot_token: int = 100257  # the tokenizer's end-of-text id, where the text encoder pools
     embed_dim: int = 96
     activation: str = "gelu"  # "quick_gelu" for OpenAI's published weights
+    image_transform: str = "clip"  # the preprocessing the weights expect: data.image_transform(kind=...)
 
     def __post_init__(self):
         """Configs are also read from files: one that cannot build a CLIP stops here, in one line."""
-        sizes = {name: value for name, value in asdict(self).items() if name not in ("activation", "eot_token")}
+        sizes = {field.name: getattr(self, field.name) for field in fields(self)
+                 if field.type is int and field.name != "eot_token"}
         wrong = [f"{name}={value!r}" for name, value in sizes.items() if type(value) is not int or value < 1]
         if wrong:
             raise ValueError(f"sizes must be positive integers: {', '.join(wrong)}")
@@ -356,13 +358,14 @@ def check_state_dict(expected: dict, state: dict, source: str):
                         f"{printable('; '.join(problems[:3]))}{more}")
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", activation=None):
     """(model, checkpoint dict) from a train.py checkpoint or from published CLIP weights -- then
     the dict is {"tokenizer": "clip", "model_config": ..., "step": 0} -- so eval.py and
-    train.py --init take either. Anything wrong with the file is one DataError line."""
+    train.py --init take either. `activation` overrides the recorded or assumed one. Anything wrong
+    with the file is one DataError line."""
     ckpt = read_weights(path, map_location)
     if "model_config" not in ckpt:
-        model = CLIP.from_state_dict(ckpt, str(path))
+        model = CLIP.from_state_dict(ckpt, str(path), activation)
         return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
     try:
         config = ModelConfig(**ckpt["model_config"])
@@ -374,6 +377,47 @@ def load_checkpoint(path, map_location="cpu"):
     state = named_tensors(ckpt.get("model"), str(path))
     with torch.device("meta"):  # shapes first, allocating nothing: a damaged config may ask for terabytes
         check_state_dict(CLIP(config).state_dict(), state, str(path))
-    model = CLIP(config)
+    model = CLIP(replace(config, activation=activation) if activation else config)
     model.load_state_dict(state)
     return model, ckpt
+
+
+
+def load_resume_checkpoint(out: Path, activation=None):
+    """(model, checkpoint, warning or None) to resume a train.py run in folder `out` from: OUT/ckpt.pt
+    or, if it does not load (cut short by a full disk or an unfinished copy), the newest kept
+    OUT/ckpt_step{N}.pt that does, with a warning line saying which and why."""
+    latest = out / "ckpt.pt"
+    kept = sorted((p for p in out.glob("ckpt_step*.pt") if p.stem.removeprefix("ckpt_step").isdecimal()),
+                  key=lambda p: int(p.stem.removeprefix("ckpt_step")), reverse=True)
+    if not latest.exists() and not kept:
+        raise DataError(f"{latest}: no checkpoint to resume from; drop --resume or pick the right --out")
+    try:
+        return (*load_checkpoint(latest, activation=activation), None)
+    except DataError as error:
+        if not kept:
+            raise
+        problem = str(error).split("; ")[0]  # the file and what is wrong with it; what to do comes next
+    names = ", ".join(p.name for p in kept)
+    for step_file in kept:
+        try:
+            model, ckpt = load_checkpoint(step_file, activation=activation)
+        except DataError:
+            continue
+        return model, ckpt, f"warning: {problem}; resuming from {step_file}, the newest of the kept {names} that reads"
+    raise DataError(f"{problem}; none of the kept {names} reads either; start again without --resume")
+
+def describe_loaded(path, config: ModelConfig, ckpt: dict, activation=None) -> str:
+    """The line that reports a loaded model: its shape, and where its activation came from (the one
+    setting published open_clip weights do not record; a wrong guess changes every embedding silently)."""
+    if activation:
+        origin = "as given"
+    elif "model" in ckpt:
+        origin = "recorded in the checkpoint"
+    elif config.activation == "quick_gelu":
+        origin = "OpenAI weights"
+    else:
+        origin = "assumed: open_clip weights do not record it; pass --activation quick_gelu for -quickgelu models"
+    return (f"loaded {path}: ViT {config.image_size}px/{config.patch_size}, width {config.vision_width}/"
+            f"{config.text_width}, layers {config.vision_layers}/{config.text_layers}, activation "
+            f"{config.activation} ({origin}), image transform {config.image_transform}")

@@ -1,32 +1,39 @@
 """Forward+backward time and peak memory of CLIP's contrastive loss, side by side:
 
-  fused      loss.contrastive_loss            tiled, hand-written backward, no N x M logits
-  reference  loss.contrastive_loss_reference  F.cross_entropy on the full logits
-  open_clip  open_clip.loss.ClipLoss          (pip install -r bench/requirements.txt; the
-                                              column is skipped with a note if it is absent)
+  triton     loss.contrastive_loss(impl="triton")  fused Triton kernels (loss_triton.py): logits
+                                                   only in registers; CUDA only, the column is
+                                                   skipped with a note on CPU
+  tiled      loss.contrastive_loss(impl="tiled")   tiles of rows with torch.mm, hand-written
+                                                   backward, no N x M logits
+  reference  loss.contrastive_loss_reference       F.cross_entropy on the full logits
+  open_clip  open_clip.loss.ClipLoss               (pip install -r bench/requirements.txt; the
+                                                   column is skipped with a note if it is absent)
 
-Features are random unit rows, N = M, D = 256, logit scale 14.3 (CLIP's init, 1/0.07).
+Features are random unit rows, N = M, logit scale 14.3 (CLIP's init, 1/0.07); D = 256 on CPU,
+512 on CUDA. The ratio columns divide the first method's numbers (triton on CUDA, tiled on CPU)
+by each other method's.
 
 How it measures
-- Time: forward+backward after a warm-up call, wall clock (CUDA: synchronised); a call under a
-  second is repeated (up to 10 times, 1 s in all) and its median kept. Runs are
+- Time: forward+backward after a warm-up call, wall clock (CUDA: synchronised after each call);
+  a call under a second is repeated (up to 10 times, 1 s in all) and its median kept. Runs are
   interleaved: repeat r runs every method once before repeat r+1, so a slow moment of a shared
   machine hits all methods alike; the table shows medians over repeats.
 - Peak memory on CPU: torch's CPU allocator is invisible to tracemalloc, so every (method, N,
   repeat) runs in a fresh Python process that creates the inputs, reads its resident-set high
-  water mark (getrusage ru_maxrss), runs forward+backward, and reads it again. The difference
-  is the extra memory the loss needed at its peak (activations, saved tensors, gradients), in
-  MiB; it is the same quantity for every method and includes nothing else. Peak memory on
-  CUDA: torch.cuda.max_memory_allocated() over the same call, minus what was allocated before.
+  water mark (VmHWM in /proc/self/status), runs forward+backward, and reads it again. The
+  difference is the extra memory the loss needed at its peak (activations, saved tensors,
+  gradients), in MiB; it is the same quantity for every method and includes nothing else. Peak
+  memory on CUDA: torch.cuda.max_memory_allocated() over the same call, minus what was
+  allocated before.
 
-    python bench/bench_loss.py                          # CPU, fp32, N in 1024 4096 16384
-    python bench/bench_loss.py --device cuda            # CUDA, bf16, N up to 65536
+    python bench/bench_loss.py                          # CPU, fp32, D 256, N in 1024 4096 16384
+    python bench/bench_loss.py --device cuda            # CUDA, bf16, D 512, N in 4096 16384 65536
 """
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,8 +59,14 @@ def open_clip_loss():
 
 
 def loss_function(method):
-    return {"fused": loss.contrastive_loss, "reference": loss.contrastive_loss_reference,
-            "open_clip": open_clip_loss()}[method]
+    if method == "triton":
+        return lambda image, text, scale, chunk_size: loss.contrastive_loss(image, text, scale, impl="triton")
+    if method == "tiled":
+        return lambda image, text, scale, chunk_size: loss.contrastive_loss(image, text, scale, chunk_size,
+                                                                            impl="tiled")
+    if method == "reference":
+        return loss.contrastive_loss_reference
+    return open_clip_loss()
 
 
 def inputs(n, dim, dtype, device):
@@ -71,8 +84,23 @@ def forward_backward(fn, image, text, scale, chunk_size):
     return value.item()
 
 
+def median_time(fn, image, text, scale, chunk_size, synchronize=lambda: None):
+    times = []
+    while len(times) < 10 and sum(times) < 1.0:  # fast calls: the median of several
+        start = time.perf_counter()
+        forward_backward(fn, image, text, scale, chunk_size)
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def max_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # VmHWM, this process's own resident-set high-water mark. (getrusage's ru_maxrss would do, but
+    # Linux carries it over from the parent across fork and exec: a worker smaller than this
+    # script's main process, which has imported open_clip, would then never seem to grow.)
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def cpu_worker(args):
@@ -82,12 +110,8 @@ def cpu_worker(args):
     before = max_rss_mib()
     value = forward_backward(fn, image, text, scale, args.chunk_size)  # warm-up, and the peak
     peak = max_rss_mib() - before
-    times = []
-    while len(times) < 10 and sum(times) < 1.0:  # fast calls: the median of several
-        start = time.perf_counter()
-        forward_backward(fn, image, text, scale, args.chunk_size)
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": statistics.median(times), "peak_mib": peak, "loss": value}))
+    seconds = median_time(fn, image, text, scale, args.chunk_size)
+    print(json.dumps({"seconds": seconds, "peak_mib": peak, "loss": value}))
 
 
 def measure_cpu(method, n, args):
@@ -107,11 +131,10 @@ def measure_cuda(method, n, args):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        start = time.perf_counter()
         value = forward_backward(fn, image, text, scale, args.chunk_size)
         torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
         peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+        seconds = median_time(fn, image, text, scale, args.chunk_size, torch.cuda.synchronize)
     except torch.OutOfMemoryError:
         return None
     finally:
@@ -128,20 +151,28 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes N = M "
                         "(default: 1024 4096 16384 on CPU, 4096 16384 65536 on CUDA)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the table shows medians")
-    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--dim", type=int, help="feature dimension D (default: 256 on CPU, 512 on CUDA)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: fp32 on CPU, bf16 on CUDA")
-    parser.add_argument("--chunk-size", type=int, help="rows per tile of the fused op (default: its own choice)")
+    parser.add_argument("--chunk-size", type=int, help="rows per tile of the tiled op (default: its own choice)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.dtype = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
+    args.dim = args.dim or (256 if args.device == "cpu" else 512)
     if args.worker:
         return cpu_worker(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_loss.py: --device cuda but torch.cuda.is_available() is False")
     sizes = args.sizes or ([1024, 4096, 16384] if args.device == "cpu" else [4096, 16384, 65536])
 
-    methods = ["fused", "reference", "open_clip"]
+    methods = ["triton", "tiled", "reference", "open_clip"]
+    if args.device == "cpu":
+        methods.remove("triton")
+        print("note: the triton column is skipped on CPU (its kernels need a GPU; the Triton interpreter "
+              "that tests them on CPU is far too slow to time)")
+    elif importlib.util.find_spec("triton") is None:
+        methods.remove("triton")
+        print("note: triton is not installed; its column is skipped")
     if open_clip_loss() is None:
         methods.remove("open_clip")
         print("note: open_clip is not installed (pip install -r bench/requirements.txt); its column is skipped")
@@ -161,19 +192,21 @@ def main():
     print(f"\ndevice {args.device}, {args.dtype}, D = {args.dim}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, medians of {args.repeats} interleaved runs, forward+backward")
     header = ["N"] + [f"{m} s" for m in methods] + [f"{m} MiB" for m in methods]
-    header += [f"time fused/{m}" for m in methods[1:]] + [f"mem fused/{m}" for m in methods[1:]]
+    first = methods[0]  # triton on CUDA, tiled on CPU: the ratios compare it with each other method
+    header += [f"time {first}/{m}" for m in methods[1:]] + [f"mem {first}/{m}" for m in methods[1:]]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for n in sizes:
         row = [str(n)]
         row += [f"{median(m, n, 'seconds'):.3f}" for m in methods]
         row += [f"{median(m, n, 'peak_mib'):.0f}" for m in methods]
-        row += [f"{median('fused', n, 'seconds') / median(m, n, 'seconds'):.2f}" for m in methods[1:]]
-        row += [f"{median('fused', n, 'peak_mib') / median(m, n, 'peak_mib'):.3f}" for m in methods[1:]]
+        row += [f"{median(first, n, 'seconds') / median(m, n, 'seconds'):.2f}" for m in methods[1:]]
+        row += [f"{median(first, n, 'peak_mib') / median(m, n, 'peak_mib'):.3f}" for m in methods[1:]]
         print("| " + " | ".join(row) + " |")
-    worst = max(abs(median("fused", n, "loss") - median("reference", n, "loss")) / abs(median("reference", n, "loss"))
-                for n in sizes)
-    print(f"largest relative difference of the loss value, fused vs reference: {worst:.1e}")
+    for method in methods:
+        if method != "reference":
+            worst = max(abs(median(method, n, "loss") / median("reference", n, "loss") - 1) for n in sizes)
+            print(f"largest relative difference of the loss value, {method} vs reference: {worst:.1e}")
     print("(NaN: out of memory)" if any(None in v for v in results.values()) else "")
 
 

@@ -23,6 +23,7 @@ from data import read_triplets
 from errors import DataError
 from loss import SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint
+from overlap import fingerprint
 from train import save_checkpoint
 
 from conftest import SUGARCREPE_PP
@@ -135,7 +136,8 @@ def train_py_checkpoint(folder):
     model, loss_fn = CLIP(CONFIG), SemCLIPLoss(CONFIG.embed_dim)
     model.load_state_dict(weights())
     optimizer = torch.optim.AdamW(model.parameters())
-    save_checkpoint(folder, 1, model, loss_fn, optimizer, 1, SimpleNamespace(out=folder), "cl100k_base")
+    save_checkpoint(folder, 1, model, loss_fn, optimizer, 1, SimpleNamespace(out=folder), "cl100k_base",
+                    fingerprint(TRIPLETS))
     (folder / "ckpt_step1.pt").unlink()  # ckpt.pt is a hard link to it
     return folder / "ckpt.pt"
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gen_triplets  # noqa: E402
-from conftest import SUGARCREPE_PP  # noqa: E402
+from conftest import SUGARCREPE_PP, help_examples  # noqa: E402
 from fake_llm_server import FAULTS, FakeLLM, good_answer  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "gen_triplets.py"
@@ -283,9 +283,13 @@ def test_bad_input_gives_one_clear_line_and_exit_1(tmp_path, name, content, mess
     assert not (tmp_path / "t.jsonl").exists()
 
 
-def test_help_shows_examples():
+def test_help_shows_examples_that_parse():
     result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "examples:" in result.stdout and "--concurrency 16" in result.stdout
+    examples = help_examples(result.stdout, "gen_triplets.py")
+    assert len(examples) >= 2
+    for argv in examples:
+        gen_triplets.parser.parse_args(argv)
 
 
 # -----------------------------------------------------------------------------

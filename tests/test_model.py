@@ -55,6 +55,16 @@ def test_text_encoder_ignores_tokens_after_end_of_text(tiny):
     torch.testing.assert_close(text[0], text[1])
 
 
+def test_text_is_pooled_at_the_configured_end_of_text_id_not_the_largest_id():
+    """A forker's tokenizer may give end-of-text any id: pooling follows ModelConfig.eot_token."""
+    torch.manual_seed(0)
+    model = CLIP(ModelConfig(vocab_size=500, eot_token=3)).eval()
+    tokens = torch.tensor([[10, 20, 3, 0, 0], [10, 20, 3, 499, 498]])  # larger ids after end-of-text
+    text = model.encode_text(tokens)
+    torch.testing.assert_close(text[0], text[1])
+    assert not torch.allclose(text[0], model.encode_text(torch.tensor([[10, 3, 20, 0, 0]]))[0])
+
+
 def test_shorter_token_tensors_give_the_same_embedding(tiny):
     """Batches are cut after the last end-of-text column; that must not change anything."""
     tokens = torch.zeros(1, tiny.config.context_length, dtype=torch.long)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from synth import COLOURS, SHAPES, synth_example, write_synth
+from synth import COLOURS, SHAPES, main, synth_example, write_synth
 
-from conftest import run_python
+from conftest import help_examples, run_python
 
 
 def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
@@ -33,3 +33,14 @@ def test_cli_writes_the_world_and_data_py_synth_is_the_same_command(tmp_path):
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "a/train.jsonl").read_text() == (tmp_path / "b/train.jsonl").read_text()
     assert len((tmp_path / "a/test.jsonl").read_text().splitlines()) == 2
+
+
+def test_help_examples_parse(monkeypatch):
+    result = run_python("synth.py", "--help")
+    examples = help_examples(result.stdout, "synth.py")
+    assert result.returncode == 0 and len(examples) >= 2
+    written = []
+    monkeypatch.setattr("synth.write_synth", lambda *args: written.append(args))
+    for argv in examples:
+        main(argv)
+    assert len(written) == len(examples)
