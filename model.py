@@ -407,6 +407,7 @@ def load_resume_checkpoint(out: Path, activation=None):
         return model, ckpt, f"warning: {problem}; resuming from {step_file}, the newest of the kept {names} that reads"
     raise DataError(f"{problem}; none of the kept {names} reads either; start again without --resume")
 
+
 def describe_loaded(path, config: ModelConfig, ckpt: dict, activation=None) -> str:
     """The line that reports a loaded model: its shape, and where its activation came from (the one
     setting published open_clip weights do not record; a wrong guess changes every embedding silently)."""
