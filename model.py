@@ -392,8 +392,17 @@ def load_resume_checkpoint(out: Path, activation=None):
                   key=lambda p: int(p.stem.removeprefix("ckpt_step")), reverse=True)
     if not latest.exists() and not kept:
         raise DataError(f"{latest}: no checkpoint to resume from; drop --resume or pick the right --out")
+
+    def load_with_training_state(path):
+        model, ckpt = load_checkpoint(path, activation=activation)
+        missing = [key for key in ("step", "optimizer", "loss", "rng") if key not in ckpt]
+        if missing:
+            raise DataError(f"{path}: holds weights but no training state ({', '.join(missing)}); "
+                            "--resume needs a train.py checkpoint; to start from these weights use --init")
+        return model, ckpt
+
     try:
-        return (*load_checkpoint(latest, activation=activation), None)
+        return (*load_with_training_state(latest), None)
     except DataError as error:
         if not kept:
             raise
@@ -401,7 +410,7 @@ def load_resume_checkpoint(out: Path, activation=None):
     names = ", ".join(p.name for p in kept)
     for step_file in kept:
         try:
-            model, ckpt = load_checkpoint(step_file, activation=activation)
+            model, ckpt = load_with_training_state(step_file)
         except DataError:
             continue
         return model, ckpt, f"warning: {problem}; resuming from {step_file}, the newest of the kept {names} that reads"

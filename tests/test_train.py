@@ -79,9 +79,9 @@ def test_resume_with_a_cut_short_ckpt_pt_continues_from_the_newest_step_file_tha
 
 
 def tiny_checkpoint(path, step):
-    """What load_checkpoint needs of a train.py checkpoint, at `step`."""
+    """The keys load_resume_checkpoint needs of a train.py checkpoint, at `step` (training state left empty)."""
     torch.save({"model_config": asdict(CONFIG), "tokenizer": "cl100k_base", "model": CLIP(CONFIG).state_dict(),
-                "step": step}, path)
+                "step": step, "optimizer": {}, "loss": {}, "rng": {}}, path)
 
 
 def test_resume_falls_back_past_every_step_file_that_does_not_read(tmp_path):
@@ -121,6 +121,14 @@ def test_same_seed_gives_the_same_weights_and_another_seed_does_not(synth_dir, t
         assert train_cli(synth_dir, tmp_path / name, "--steps", "2", "--seed", seed).returncode == 0
     weights = {n: torch.load(tmp_path / n / "ckpt.pt", weights_only=True)["model"]["text_projection"] for n in "abc"}
     assert torch.equal(weights["a"], weights["b"]) and not torch.equal(weights["a"], weights["c"])
+
+
+def test_resume_from_weights_without_training_state_is_one_clear_line(synth_dir, tmp_path, tiny_ckpt):
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_ckpt, tmp_path / "run" / "ckpt.pt")  # a model, but no optimizer, step or RNG state
+    result = train_cli(synth_dir, tmp_path / "run", "--steps", "2", "--resume")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no training state" in result.stderr and "--init" in result.stderr
 
 
 def test_resume_without_a_checkpoint_is_one_clear_line(synth_dir, tmp_path):
