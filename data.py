@@ -1,6 +1,7 @@
 """Data: triplet readers (JSONL, the SemCLIP authors' CSV), the image pipeline, batching.
 
     python data.py synth --out /tmp/w       # the built-in world (the same as python synth.py)
+    python data.py check triplets.csv       # decode every image now, not at hour ten of training
 
 Every reader fails with `DataError("file:line: problem; what to do")`, which the command
 lines print as one line before exiting with status 1.
@@ -11,10 +12,13 @@ import csv
 import functools
 import json
 import math
+import sys
+import time
 from pathlib import Path
 
 import torch
 import torchvision.io
+import torchvision.transforms.functional
 import torchvision.transforms.v2.functional as TF
 
 import synth
@@ -25,17 +29,32 @@ from tokenizer import tokenize, trim_padding
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_TRANSFORMS = ("clip", "authors")
 
 
-def image_transform(image_size: int, train: bool = False):
-    """Decoded uint8 image [C, H, W] -> normalised float [3, S, S], CLIP's preprocessing:
-    resize the short side, centre crop. `train=True` adds a mild random crop (90-100% of the
-    area), drawn from the `generator` passed per call so augmentation is reproducible."""
+def image_transform(image_size: int, train: bool = False, kind: str = "clip"):
+    """Decoded uint8 image [C, H, W] -> normalised float [3, S, S].
+
+    kind="clip": CLIP's preprocessing: resize the short side (bicubic), centre crop, CLIP mean/std.
+    `train=True` adds a mild random crop (90-100% of the area), drawn from the `generator` passed
+    per call so augmentation is reproducible.
+    kind="authors": the SemCLIP authors' (their dataset.py, use_imagenet_transforms=True): squash
+    to S x S (bilinear, antialiased, no crop), ImageNet mean/std, no augmentation even in training.
+    Weights expect the preprocessing they were trained with, so the checkpoint records the kind."""
+    if kind not in IMAGE_TRANSFORMS:
+        raise ValueError(f"image transform must be one of {', '.join(IMAGE_TRANSFORMS)}, not {kind!r}")
 
     def transform(image: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         image = image[:3]
+        if kind == "authors":
+            # torchvision's classic Resize((S, S)), as theirs (resized in float, rounded to uint8); the v2
+            # uint8 kernel rounds differently, by up to one grey level
+            image = torchvision.transforms.functional.resize(image, [image_size, image_size], antialias=True)
+            return TF.normalize(image.float().div_(255), IMAGENET_MEAN, IMAGENET_STD)
         if train:
             height, width = image.shape[-2:]
             side = min(height, width)
@@ -53,11 +72,11 @@ def image_transform(image_size: int, train: bool = False):
 
 def read_image(path: Path, where: str) -> torch.Tensor:
     """Decode an image file (PNG, JPEG, ...); `where` ("file:line") goes into the error."""
+    if not Path(path).is_file():
+        raise DataError(f"{where}: image {path} does not exist; fix the path or remove the line")
     try:
         data = torchvision.io.read_file(str(path))
         return torchvision.io.decode_image(data, mode=torchvision.io.ImageReadMode.RGB)
-    except FileNotFoundError:
-        raise DataError(f"{where}: image {path} does not exist; fix the path or remove the line") from None
     except (RuntimeError, OSError, ValueError) as error:
         raise DataError(f"{where}: cannot decode image {path} ({str(error).splitlines()[0]}); "
                         "replace the file or remove the line") from None
@@ -88,36 +107,40 @@ def _read_lines(path: Path):
             yield number, line
 
 
-def _check_record(record: dict, where: str, required: tuple) -> dict:
+def _check_record(record: dict, where: str, required: tuple, why: str) -> dict:
     for key in ("image",) + required:
         if key not in record:
             raise DataError(f"{where}: missing key {key!r}; every line needs {', '.join(('image',) + required)}"
-                            + (" (the chosen loss uses paraphrases and negations; use --loss clip "
-                               "to train on captions alone)" if key in ("paraphrase", "negation") else ""))
+                            + (f" ({why})" if key in ("paraphrase", "negation") else ""))
     for key in TEXT_KEYS:
         if key in record and (not isinstance(record[key], str) or not record[key].strip()):
             raise DataError(f"{where}: {key!r} is empty or not a string; give it a non-empty text")
-    if not isinstance(record["image"], str) or not record["image"]:
-        raise DataError(f"{where}: 'image' must be a non-empty path string")
+    for key in ("image", "distractor"):
+        if key in record and (not isinstance(record[key], str) or not record[key]):
+            raise DataError(f"{where}: {key!r} must be a non-empty path string")
     return record
 
 
-def read_triplets(path, required=("caption",)) -> list:
-    """Records {image: absolute Path, caption, paraphrase?, negation?, id, where} from a
+TRAINING_NEEDS = "the chosen loss uses paraphrases and negations; use --loss clip to train on captions alone"
+
+
+def read_triplets(path, required=("caption",), why=TRAINING_NEEDS) -> list:
+    """Records {image: absolute Path, caption, paraphrase?, negation?, distractor?, id, where} from a
     triplets JSONL file or the SemCLIP authors' CSV (image_number|filename, caption,
-    paraphrased, negation). Image paths are relative to the file's folder."""
+    paraphrased, negation). Image paths are relative to the file's folder; `distractor` is a
+    second image, CoN-CLIP's (one that the negated caption describes). `why` tells a line
+    without a required paraphrase or negation what needs it."""
     path = Path(path)
     required = tuple(dict.fromkeys(("caption",) + tuple(required)))
     rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl(path)
     records = []
     for number, record in rows:
         where = f"{path}:{number}"
-        record = _check_record(record, where, required)
-        image = Path(record["image"])
+        record = _check_record(record, where, required, why)
         records.append({
             **record,
             **{key: record[key].strip() for key in TEXT_KEYS if key in record},
-            "image": image if image.is_absolute() else path.parent / image,
+            **{key: path.parent / record[key] for key in ("image", "distractor") if key in record},
             "id": str(record.get("id", number)),
             "where": where,
         })
@@ -141,18 +164,22 @@ def _read_csv(path: Path):
     lines = list(_read_lines(path))
     header_number = lines[0][0]
     reader = csv.DictReader(line for _, line in lines)
+    try:
+        rows = list(reader)
+    except csv.Error as error:  # a stray carriage return or quote, a NUL byte
+        raise DataError(f"{path}:{lines[reader.line_num - 1][0]}: bad CSV ({error}); fix or remove the line") from None
     columns = set(reader.fieldnames or ())
     if not columns & {"image", "filename", "image_number"}:
         raise DataError(f"{path}:{header_number}: no image column; the header needs "
                         "image, filename or image_number")
-    for (number, _), row in zip(lines[1:], reader):
+    for (number, _), row in zip(lines[1:], rows):
         record = {key: value for key, value in row.items() if key is not None and value is not None}
         if "paraphrased" in record:
             record["paraphrase"] = record.pop("paraphrased")
         if "image" not in record:
             if record.get("filename"):
                 record["image"] = record["filename"]
-            elif record.get("image_number", "").strip().isdigit():
+            elif record.get("image_number", "").strip().isdecimal():  # int() fails on "²", a digit
                 record["image"] = f"{int(record['image_number']):09d}.jpg"
             else:
                 raise DataError(f"{path}:{number}: no image file name; fill filename or image_number")
@@ -162,16 +189,19 @@ def _read_csv(path: Path):
 
 
 class TripletDataset(torch.utils.data.Dataset):
-    """Items are (image, *texts): the record's text for each of `fields` ("" where it has none).
-    Indexed by (index, seed) so that the random crop depends only on the sample's seed, not on
-    worker count or on resuming. caption_augment="paraphrase": the caption is the record's
-    caption or its paraphrase, one of the two at random per sample (also from the seed)."""
+    """Items are (image, *values): for each of `fields`, the record's text ("" where it has none),
+    or for "distractor" a second image (see `distractor`). Indexed by (index, seed) so that the
+    random crop depends only on the sample's seed, not on worker count or on resuming.
+    caption_augment="paraphrase": the caption is the record's caption or its paraphrase, one of the
+    two at random per sample (also from the seed)."""
 
-    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS, caption_augment=None):
-        missing = next((r for r in records if not r["image"].is_file()), None)
+    def __init__(self, records: list, image_size: int, train: bool = True, fields=TEXT_KEYS, kind: str = "clip",
+                 caption_augment=None):
+        keys = ("image", "distractor") if "distractor" in fields else ("image",)
+        missing = next(((r, k) for r in records for k in keys if k in r and not r[k].is_file()), None)
         if missing is not None:
-            raise DataError(f"{missing['where']}: image {missing['image']} does not exist; "
-                            "fix the path or remove the line")
+            record, key = missing
+            raise DataError(f"{record['where']}: {key} {record[key]} does not exist; fix the path or remove the line")
         if caption_augment not in (None, "paraphrase"):
             raise ValueError(f"caption_augment must be None or 'paraphrase', not {caption_augment!r}")
         lacking = next((r for r in records if caption_augment and "paraphrase" not in r), None)
@@ -179,7 +209,7 @@ class TripletDataset(torch.utils.data.Dataset):
             raise DataError(f"{lacking['where']}: no 'paraphrase' to augment the caption with; "
                             "add one or drop --caption-augment")
         self.records, self.fields, self.caption_augment = records, tuple(fields), caption_augment
-        self.transform = image_transform(image_size, train=train)
+        self.transform = image_transform(image_size, train=train, kind=kind)
 
     def __len__(self):
         return len(self.records)
@@ -189,10 +219,23 @@ class TripletDataset(torch.utils.data.Dataset):
         record = self.records[index]
         generator = torch.Generator().manual_seed(seed)
         image = self.transform(read_image(record["image"], record["where"]), generator)
-        texts = {field: record.get(field, "") for field in self.fields}
+        values = {field: self.distractor(index, generator) if field == "distractor" else record.get(field, "")
+                  for field in self.fields}
         if self.caption_augment and torch.rand((), generator=generator) < 0.5:
-            texts["caption"] = record["paraphrase"]
-        return (image, *texts.values())
+            values["caption"] = record["paraphrase"]
+        return (image, *values.values())
+
+    def distractor(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """The record's distractor image (CoN-CLIP's: from a separate pool, one that the negated caption
+        describes). A file without them (the synthetic world) gets another of its images, drawn from
+        the sample's seed: CoN-CLIP's loss then runs, but its premise that the negated caption
+        describes the distractor rarely holds, so this exercises the code, it does not reproduce them."""
+        record = self.records[index]
+        if "distractor" in record:
+            return self.transform(read_image(record["distractor"], record["where"]), generator)
+        other = (index + 1 + int(torch.randint(0, max(1, len(self.records) - 1), (), generator=generator))) \
+            % len(self.records)
+        return self.transform(read_image(self.records[other]["image"], self.records[other]["where"]), generator)
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -220,27 +263,82 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def make_collate(context_length: int, tokenizer: str):
-    """Stack images and tokenize every text field, padding trimmed: (images, tokens per field)."""
+    """Stack images and tokenize every text field, padding trimmed: (images, per field: tokens or images)."""
     return functools.partial(_collate, context_length=context_length, tokenizer=tokenizer)
 
 
 def _collate(items, context_length, tokenizer):
     images, *fields = zip(*items)
-    texts = trim_padding(tokenize(sum(fields, ()), context_length, tokenizer))
-    return torch.stack(images), *texts.chunk(len(fields))
+    texts = [field for field in fields if isinstance(field[0], str)]
+    tokens = iter(trim_padding(tokenize(sum(texts, ()), context_length, tokenizer)).chunk(len(texts)))
+    return torch.stack(images), *(next(tokens) if isinstance(field[0], str) else torch.stack(field)
+                                  for field in fields)
+
+
+class _DecodeCheck(torch.utils.data.Dataset):
+    """Item i: None if record i's image decodes, else the one-line reason (decoded in DataLoader workers)."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        try:
+            read_image(record["image"], record["where"])
+        except DataError as error:
+            return str(error)
+        return None
+
+
+def check_images(path, workers: int = 2, image_dir=None, log=print):
+    """Decode every image of a triplets file; list each bad one (line, path, reason), then fail if any.
+    `image_dir`: find the images there by file name (the authors' CSV names files, not folders)."""
+    records = read_triplets(path)
+    if image_dir is not None:
+        records = [{**r, "image": Path(image_dir) / r["image"].name} for r in records]
+    loader = torch.utils.data.DataLoader(_DecodeCheck(records), batch_size=64, num_workers=workers,
+                                         collate_fn=list)
+    bad, done, start, shown = [], 0, time.time(), 0.0
+    for results in loader:
+        bad += [reason for reason in results if reason is not None]
+        done += len(results)
+        if time.time() - shown >= 5 or done == len(records):  # a progress line every 5 s and at the end
+            shown = time.time()
+            print(f"checked {done}/{len(records)} images | {len(bad)} bad | "
+                  f"{done / max(shown - start, 1e-9):.0f} img/s", file=sys.stderr)
+    for reason in bad:
+        log(reason)
+    if bad:
+        raise DataError(f"{path}: {len(bad)} of {len(records)} images cannot be read (listed above); "
+                        "replace those files or remove their lines")
+    log(f"{path}: all {len(records)} images decode")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="data.py", description="Data tools.",
         epilog="examples:\n"
-               "  python data.py synth --out /tmp/w --n-train 2000 --n-test 200",
+               "  python data.py synth --out /tmp/w --n-train 2000 --n-test 200\n"
+               "  python data.py check triplets.jsonl --workers 8\n"
+               "  python data.py check ccneg_paraphrased.csv --image-dir ~/ccneg/images",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("synth", add_help=False, help="write the synthetic world (python synth.py --help)")
+    check = commands.add_parser("check", help="decode every image of a triplets file (.jsonl or the authors' .csv); "
+                                              "list the bad ones, exit 1 if any")
+    check.add_argument("file", type=Path)
+    check.add_argument("--image-dir", type=Path, help="the images' folder, if not the file's")
+    check.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "synth":
         synth.main(rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    else:
+        check_images(args.file, args.workers, args.image_dir)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ class DataError(Exception):
     """Bad input: the message names the file, the line, the problem and the fix."""
 
 
+def printable(text) -> str:
+    """Text from a file, fit for a one-line message: a damaged file's control characters (line
+    breaks among them) are shown escaped, as Python writes them."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
 def one_line(error: BaseException) -> str:
     """The user-facing line of an error, also when a DataLoader worker wrapped it with a traceback."""
     last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__

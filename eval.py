@@ -6,15 +6,19 @@
     python eval.py --bench zeroshot --dataset cifar10 --data-root ~/torchvision
     python eval.py --bench all --data-root data                     # every bench found under data/
 
-Every benchmark prints a table and, with --out, writes
-{"bench", "checkpoint", "n", "metrics": {name: fraction}}.
+Every benchmark prints a table and, with --out, writes {"bench", "checkpoint", "n", "metrics": {name:
+fraction}, "train_overlap", "train_caption_overlap"}: how many test items have an image file name /
+a caption from the model's training data (overlap.py; null for published weights). Test images
+seen in training also get a warning line on stderr.
 """
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,9 +26,10 @@ import torch
 import torchvision.datasets
 import torchvision.transforms.v2.functional as TF
 
-from data import TripletDataset, image_transform, read_triplets
-from errors import DataError, one_line, run_cli
-from model import load_checkpoint
+from data import IMAGE_TRANSFORMS, TripletDataset, image_transform, read_triplets
+from errors import DataError, one_line, printable, run_cli
+from model import describe_loaded, load_checkpoint
+from overlap import count_overlap
 from synth import DEFAULT_SYNTH_DIR, MCQ_KINDS, negation_probes, synonymize, synth_classes
 from tokenizer import tokenize, trim_padding
 
@@ -41,17 +46,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path, device):
-    """(model in eval mode on `device`, tokenizer name) from a train.py checkpoint."""
+def open_checkpoint(path, device, activation=None, image_transform=None):
+    """(model in eval mode on `device`, checkpoint dict) from a train.py checkpoint or published
+    weights; `activation` and `image_transform` override what the checkpoint records. A file that
+    does not load is one DataError line (model.read_weights)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: checkpoint does not exist; train one with `python train.py --out DIR` "
                         "and pass DIR/ckpt.pt")
-    try:
-        model, ckpt = load_checkpoint(path)
-    except (RuntimeError, KeyError, TypeError, EOFError) as error:
-        raise DataError(f"{path}: not a readable checkpoint ({str(error).splitlines()[0]})") from None
-    return model.to(device).eval(), ckpt.get("tokenizer", "cl100k_base")
+    model, ckpt = load_checkpoint(path, activation=activation)
+    if image_transform:
+        model.config = dataclasses.replace(model.config, image_transform=image_transform)
+    return model.to(device).eval(), ckpt
+
+
+def load_model(path, device, activation=None, image_transform=None):
+    """(model in eval mode on `device`, tokenizer name) from a train.py checkpoint."""
+    model, ckpt = open_checkpoint(path, device, activation, image_transform)
+    return model, ckpt.get("tokenizer", "cl100k_base")
 
 
 def _autocast(device):
@@ -64,8 +76,8 @@ def _autocast(device):
 class ClassificationImages(torch.utils.data.Dataset):
     """A torchvision classification set as (image, label) items, keyed like TripletDataset by (index, seed)."""
 
-    def __init__(self, dataset, image_size: int, limit=None):
-        self.dataset, self.transform = dataset, image_transform(image_size, train=False)
+    def __init__(self, dataset, image_size: int, limit=None, kind="clip"):
+        self.dataset, self.transform = dataset, image_transform(image_size, train=False, kind=kind)
         self.size = min(len(dataset), limit or len(dataset))
 
     def __len__(self):
@@ -95,8 +107,8 @@ def encode_images(model, dataset, device, batch_size=256, workers=0):
 
 def embed_images(model, records, device, batch_size=256, workers=0):
     """Unit image embeddings [N, D] of records {"image": Path, "where": ...}, in record order."""
-    return encode_images(model, TripletDataset(records, model.config.image_size, train=False), device,
-                         batch_size, workers)[0]
+    dataset = TripletDataset(records, model.config.image_size, train=False, kind=model.config.image_transform)
+    return encode_images(model, dataset, device, batch_size, workers)[0]
 
 
 @torch.inference_mode()
@@ -139,11 +151,12 @@ def multiple_choice(image, choices, answers):
 
 def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", batch_size=256, limit=None):
     """Negation, retrieval and zero-shot metrics on the synthetic world's held-out split."""
-    records = read_triplets(Path(data_root) / "test.jsonl", required=("paraphrase", "negation"))[:limit]
+    records = read_triplets(Path(data_root) / "test.jsonl", required=("paraphrase", "negation"),
+                            why="--bench synth scores paraphrases and negations; write the split with "
+                                "`python data.py synth`")[:limit]
     lacking = next((r for r in records if not r.get("objects")), None)
     if lacking is not None:
-        raise DataError(f"{lacking['where']}: no 'objects' list, which the negation probes are built from; "
-                        "rewrite the world with `python synth.py`")
+        raise DataError(f"{lacking['where']}: no 'objects' list for the negation probes; rewrite it: python synth.py")
     captions = [r["caption"] for r in records]
     image = embed_images(model, records, device, batch_size)
     text = embed_texts(model, captions, tokenizer, device)
@@ -201,8 +214,9 @@ def require_images(records, folder_flag: str):
     """Every image on disk, else one line: how many are missing, the first one, which flag to fix."""
     missing = [r for r in records if not r["image"].is_file()]
     if missing:
-        raise DataError(f"{missing[0]['where']}: image {missing[0]['image']} does not exist ({len(missing)} of "
-                        f"{len(records)} images missing); put the images there or pass {folder_flag}")
+        raise DataError(f"{missing[0]['where']}: image {printable(missing[0]['image'])} does not exist "
+                        f"({len(missing)} of {len(records)} images missing); put the images there or pass "
+                        f"{folder_flag}")
     return records
 
 
@@ -217,10 +231,13 @@ def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_
     path = require_file(data_root / CCNEG_FILE, "download it from github.com/jaisidhsingh/CoN-CLIP "
                                                              "(ccneg_dataset/) or pass --data-root")
     try:  # weights_only: the file holds lists, dicts and strings; never unpickle code to read it
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notice about a damaged file's pickle protocol
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- torch raises several kinds for a foreign or broken pickle
         raise DataError(f"{path}: cannot be read with torch.load(weights_only=True) "
-                        f"({str(error).strip().splitlines()[0]}); re-download CoN-CLIP's file") from None
+                        f"({(str(error).strip() or type(error).__name__).splitlines()[0]}); "
+                        "re-download CoN-CLIP's file") from None
     if not isinstance(data, dict) or not {"image_paths", "annotations"} <= data.keys() \
             or len(data["image_paths"]) != len(data["annotations"]):
         raise DataError(f"{path}: expected a dict with equally long 'image_paths' and 'annotations' lists; "
@@ -244,7 +261,8 @@ def read_ccneg(data_root: Path, image_dir: Path = None, split_size: int = CCNEG_
 def read_ccneg_csv(path: Path, image_dir: Path, limit=None):
     """The SemCLIP authors' CSV: their test split is the last 10% of a seed-42 shuffle (pandas
     df.sample(frac=1, random_state=42) == numpy RandomState(42).permutation), 80/10/10."""
-    records = read_triplets(require_file(path, "check --ccneg-csv"), required=("negation",))
+    records = read_triplets(require_file(path, "check --ccneg-csv"), required=("negation",),
+                            why="cc_neg scores each caption against its negation; is this the authors' CSV?")
     order = np.random.RandomState(42).permutation(len(records))
     test = order[len(records) - int(len(records) * 0.1):]  # train, validation, test = 80%, 10%, the rest
     test = [{**records[i], "image": image_dir / records[i]["image"].name} for i in test[:limit]]
@@ -297,20 +315,25 @@ def read_zeroshot(name: str, root: Path):
 
 def read_negbench_mcq(path: Path, image_root: Path, limit=None):
     """NegBench MCQ CSV: four captions per image, `correct_answer` the right one's index."""
-    with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
-              encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
+    try:  # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark
+        with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
+                  encoding="utf-8-sig") as file:
+            rows = list(csv.DictReader(file))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: not a UTF-8 CSV file ({error}); re-download the NegBench file") from None
     records = []
     for number, row in enumerate(rows[:limit], start=2):
         where = f"{path}:{number}"
         try:
             image = Path(row["image_path"])
             captions, answer = [row[f"caption_{k}"].strip() for k in range(4)], int(row["correct_answer"])
+            if answer not in range(4):
+                raise ValueError(answer)
             records.append({"image": image_root / (image.name if image.is_absolute() else image), "where": where,
                             "captions": captions, "answer": answer, "caption": captions[answer],
                             "template": row["correct_answer_template"]})
-        except (KeyError, ValueError, AttributeError):
-            raise DataError(f"{where}: needs image_path, caption_0..caption_3, an integer correct_answer and "
+        except (KeyError, ValueError, AttributeError, TypeError):  # a column missing, a row cut short
+            raise DataError(f"{where}: needs image_path, caption_0..caption_3, correct_answer 0-3 and "
                             "correct_answer_template; is this a NegBench MCQ file?") from None
     return require_images(records, "--image-root")
 
@@ -349,8 +372,8 @@ def evaluate_sugarcrepe_pp(model, tokenizer, categories, device="cpu", batch_siz
 def evaluate_zeroshot(model, tokenizer, dataset, device="cpu", batch_size=256, workers=0, limit=None):
     """Argmax over classes with "this is a photo of a {c}" and with "this is not a photo of a {c}"
     (the SemCLIP authors' prompts and raw torchvision class names); delta = orig_acc - neg_acc."""
-    image, labels = encode_images(model, ClassificationImages(dataset, model.config.image_size, limit), device,
-                                  batch_size, workers)
+    images = ClassificationImages(dataset, model.config.image_size, limit, model.config.image_transform)
+    image, labels = encode_images(model, images, device, batch_size, workers)
     labels, metrics = torch.tensor(labels), {}
     for name, template in (("orig_acc", "this is a photo of a {}"), ("neg_acc", "this is not a photo of a {}")):
         prompts = embed_texts(model, [template.format(c) for c in dataset.classes], tokenizer, device)
@@ -359,7 +382,8 @@ def evaluate_zeroshot(model, tokenizer, dataset, device="cpu", batch_size=256, w
 
 
 def evaluate_negbench_mcq(model, tokenizer, records, device="cpu", batch_size=256, workers=0):
-    """4-way multiple choice: the caption closest to the image is the answer; accuracy per answer template too."""
+    """4-way multiple choice: the caption closest to the image is the answer; accuracy per question type too
+    (correct_answer_template: positive, negative, hybrid in the official files and code)."""
     image = embed_images(model, records, device, batch_size, workers)
     captions = embed_texts(model, [c for r in records for c in r["captions"]], tokenizer, device)
     correct = multiple_choice(image, captions.view(len(records), 4, -1), [r["answer"] for r in records])
@@ -405,22 +429,36 @@ NEGBENCH_CSV = "COCO_val_mcq_llama3.1_rephrased.csv"
 
 
 def run_bench(bench, dataset, root, args, model, tokenizer):
-    """(n, metrics) of one benchmark, its data under `root` unless a flag names a file."""
+    """(n, metrics, test records or None) of one benchmark, its data under `root` unless a flag names
+    a file; the records (image, caption) are what overlap.count_overlap checks."""
     common = (args.device, args.batch_size, args.workers)
     if bench == "synth":
-        require_file(root / "test.jsonl", "write it with `python data.py synth --out DIR` or pass --data-root")
-        return evaluate_synth(model, tokenizer, root, args.device, args.batch_size, args.limit)
+        path = require_file(root / "test.jsonl", "write it with `python data.py synth --out DIR` or pass --data-root")
+        return (*evaluate_synth(model, tokenizer, root, args.device, args.batch_size, args.limit),
+                read_triplets(path)[:args.limit])
     if bench == "cc_neg":
         records = (read_ccneg_csv(args.ccneg_csv, args.image_dir or root / CCNEG_IMAGES, args.limit) if args.ccneg_csv
                    else read_ccneg(root, args.image_dir, args.split_size, args.limit))
-        return evaluate_cc_neg(model, tokenizer, records, *common)
+        return (*evaluate_cc_neg(model, tokenizer, records, *common), records)
     if bench == "sugarcrepe_pp":
-        return evaluate_sugarcrepe_pp(model, tokenizer, read_sugarcrepe_pp(root, args.image_dir, args.limit), *common)
-    if bench == "zeroshot":
-        return evaluate_zeroshot(model, tokenizer, read_zeroshot(dataset, root), *common, limit=args.limit)
+        categories = read_sugarcrepe_pp(root, args.image_dir, args.limit)
+        return (*evaluate_sugarcrepe_pp(model, tokenizer, categories, *common),
+                [r for records in categories.values() for r in records])
+    if bench == "zeroshot":  # torchvision sets: no file names to compare
+        return (*evaluate_zeroshot(model, tokenizer, read_zeroshot(dataset, root), *common, limit=args.limit), None)
     path = args.csv or root / NEGBENCH_CSV
-    return evaluate_negbench_mcq(model, tokenizer, read_negbench_mcq(path, args.image_root or path.parent, args.limit),
-                                 *common)
+    records = read_negbench_mcq(path, args.image_root or path.parent, args.limit)
+    return (*evaluate_negbench_mcq(model, tokenizer, records, *common), records)
+
+
+def report_overlap(name, train_fingerprint, records) -> dict:
+    """{"train_overlap", "train_caption_overlap"} for the results JSON (null where not measurable);
+    one warning line when test images were in the training data."""
+    images, captions = count_overlap(train_fingerprint, records)
+    if images:
+        print(f"warning: {name}: {images} of {len(records)} test items have an image file name that was in "
+              "the model's training data; these scores are not held-out", file=sys.stderr)
+    return {"train_overlap": images, "train_caption_overlap": captions}
 
 
 def parse_args(argv=None):
@@ -447,6 +485,11 @@ def parse_args(argv=None):
                         help="zeroshot: torchvision data set, already on disk (default: %(default)s)")
     parser.add_argument("--csv", type=Path, help=f"negbench_mcq: the MCQ CSV (default: <data-root>/{NEGBENCH_CSV})")
     parser.add_argument("--image-root", type=Path, help="negbench_mcq: folder of the CSV's image paths")
+    parser.add_argument("--activation", choices=("gelu", "quick_gelu"),
+                        help="the MLP activation, for published weights that do not record it (open_clip's "
+                             "-quickgelu models need quick_gelu; default: recorded, else gelu)")
+    parser.add_argument("--image-transform", choices=IMAGE_TRANSFORMS,
+                        help="image preprocessing: clip or authors (see train.py --help; default: the checkpoint's)")
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1 (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default: %(default)s)")
@@ -463,7 +506,9 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    model, tokenizer = load_model(args.ckpt, args.device)
+    model, ckpt = open_checkpoint(args.ckpt, args.device, args.activation, args.image_transform)
+    print(describe_loaded(args.ckpt, model.config, ckpt, args.activation), file=sys.stderr)
+    tokenizer, train_fingerprint = ckpt.get("tokenizer", "cl100k_base"), ckpt.get("train_fingerprint")
     label = args.ckpt.parent.name or str(args.ckpt)
     every = args.bench == "all"
     jobs = [(bench, dataset) for bench in (BENCH_FOLDERS if every else [args.bench])
@@ -474,16 +519,18 @@ def main():
         root = (args.data_root or DATA_DIR) / BENCH_FOLDERS[bench] if every \
             else args.data_root or DATA_DIR / BENCH_FOLDERS[bench]
         try:
-            n, metrics = run_bench(bench, dataset, root, args, model, tokenizer)
+            n, metrics, records = run_bench(bench, dataset, root, args, model, tokenizer)
         except MissingData as error:
             if not every:
                 raise
             skipped.append(f"{name} ({one_line(error)})")
             continue
         print_report(name, label, n, metrics)
+        overlap = report_overlap(name, train_fingerprint, records)
         if args.out:
             out = args.out.with_name(f"{args.out.stem}.{name.replace('/', '.')}{args.out.suffix}") if every else args.out
-            write_results(out, bench, args.ckpt, n, metrics, **({"dataset": dataset} if bench == "zeroshot" else {}))
+            write_results(out, bench, args.ckpt, n, metrics, **overlap,
+                          **({"dataset": dataset} if bench == "zeroshot" else {}))
             print(f"wrote {out}", file=sys.stderr)
     for line in skipped:
         print(f"skipped {line}")

@@ -33,8 +33,9 @@ from pathlib import Path
 # -----------------------------------------------------------------------------
 # The prompts: the heart of the method. Instructions go in the system message; the user message
 # carries only the data (the caption, the text to translate, the triplet to check). The negation
-# is CC-Neg style; back-translation through a pivot language is how SemCLIP's summary says its
-# paraphrases were made; the verifier plays the authors' second LLM, accepting or rejecting a pair.
+# rule is this project's, in CC-Neg's style (deny one thing that is present); back-translation is
+# an option of this tool. The SemCLIP authors' notebook asked Phi-4 to "Rephrase" and for "a
+# completely false version" of each caption; the verifier plays their second LLM (Mistral).
 
 PARAPHRASE_RULE = ('"paraphrase": the same meaning in different words. Keep every object, attribute, count '
                    "and relation; add nothing, drop nothing.")
@@ -187,7 +188,7 @@ def read_captions(path):
             missing = [key for key in ("image", "caption") if key not in header]
             if missing:
                 raise StopRun(f"{path}: line 1: no {' or '.join(missing)} column (header: "
-                              f"{','.join(header)}); the header needs image,caption[,id]")
+                              f"{','.join(header)!r}); the header needs image,caption[,id]")
             for row in reader:
                 if None in row or None in row.values():
                     raise StopRun(f"{path}: line {reader.line_num}: expected {len(header)} fields like "

@@ -13,6 +13,7 @@ text-side terms measured in a small projection subspace:
   4. distributed_contrastive_loss  the same loss across processes (torchrun), each process
                                    computing its own rows against the global batch.
   5. sigmoid_loss                  SigLIP's per-pair alternative to the softmax (an option).
+  6. conclip_loss                  CoN-CLIP's three terms with distractor images (a baseline).
 
 All embeddings are L2-normalised rows ([N, D], what CLIP.encode_image / encode_text return);
 `logit_scale` is the multiplier itself (the model's parameter already exp'd and clamped).
@@ -83,6 +84,9 @@ LOSS_VARIANTS = {
     "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
     # SemCLIP's terms plus NegCLIP's hard negatives: the negations are also wrong answers for the image
     "semclip_hn": {"negatives_in_contrastive": True},
+    # CoN-CLIP (Singh et al. 2024): negated captions and distractor images in three
+    # contrastive terms (section 6), no projection terms
+    "conclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "contrastive": "conclip"},
     # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
     "siglip": {"contrastive": "sigmoid"},
 }
@@ -98,6 +102,8 @@ class SemCLIPLoss(nn.Module):
     term whose texts were passed as None reports NaN (not measured), which is only allowed at
     weight 0. `texts` names the text fields the weighted terms need.
 
+    contrastive="conclip" replaces L_clip by CoN-CLIP's loss (section 6), which also needs the
+    embeddings of one distractor image per sample: forward(..., distractor=...).
     contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
     (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
     too (also needed for learnable_projections). Under torchrun every term is this process's
@@ -111,6 +117,9 @@ class SemCLIPLoss(nn.Module):
 
     # the optional text fields forward() takes after the caption, in order
     TEXT_FIELDS = ("paraphrase", "negation")
+    # the optional image fields forward() takes by name
+    IMAGE_FIELDS = ("distractor",)
+    FIELDS = TEXT_FIELDS + IMAGE_FIELDS
 
     def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
                  num_projections=2, learnable_projections=False, normalize_projections=True,
@@ -119,8 +128,8 @@ class SemCLIPLoss(nn.Module):
         super().__init__()
         if contrastive_weight + paraphrase_weight + negation_weight <= 0:
             raise ValueError("the loss weights must have a positive sum")
-        if contrastive not in ("softmax", "sigmoid"):
-            raise ValueError(f"contrastive must be 'softmax' or 'sigmoid', not {contrastive!r}")
+        if contrastive not in ("softmax", "sigmoid", "conclip"):
+            raise ValueError(f"contrastive must be 'softmax', 'sigmoid' or 'conclip', not {contrastive!r}")
         check_impl(contrastive_impl)
         if max(num_projections, num_paraphrase_projections or 0) > embed_dim:
             raise ValueError(f"a projection keeps at most the embedding's {embed_dim} dimensions")
@@ -148,16 +157,25 @@ class SemCLIPLoss(nn.Module):
         if contrastive == "sigmoid":
             self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
-    def term_texts(self):
-        """The text fields each term reads besides the caption."""
-        return {"contrastive": ("negation",) if self.negatives_in_contrastive else (),
+    def term_inputs(self):
+        """The fields each term reads besides the image and the caption."""
+        contrastive = {"conclip": ("negation", "distractor")}.get(self.contrastive, ())
+        return {"contrastive": ("negation",) if self.negatives_in_contrastive else contrastive,
                 "paraphrase": ("paraphrase",), "negation": ("negation",)}
+
+    def _used(self, fields):
+        used = {field for name, inputs in self.term_inputs().items() if self.weights[name] != 0 for field in inputs}
+        return tuple(field for field in fields if field in used)
 
     @property
     def texts(self):
         """The text fields the weighted terms train on: what the training data must have."""
-        used = {field for name, fields in self.term_texts().items() if self.weights[name] != 0 for field in fields}
-        return tuple(field for field in self.TEXT_FIELDS if field in used)
+        return self._used(self.TEXT_FIELDS)
+
+    @property
+    def images(self):
+        """The image fields the weighted terms train on (CoN-CLIP's distractor images)."""
+        return self._used(self.IMAGE_FIELDS)
 
     def project(self, embeddings, basis=None):
         # p(x) = normalize(B x) (B_para x for the paraphrase term when it has its own basis). Only the subspace matters: p(x) . p(y) is unchanged by any
@@ -173,9 +191,12 @@ class SemCLIPLoss(nn.Module):
             return a.new_full(a.shape[:1], float("nan"))
         return (self.project(a, basis) * self.project(b, basis)).sum(-1)
 
-    def contrastive_term(self, image, text, negation, logit_scale):
-        if self.negatives_in_contrastive and negation is None:
-            return image.new_full((), float("nan"))
+    def contrastive_term(self, image, text, negation, distractor, logit_scale):
+        given = {"negation": negation, "distractor": distractor}
+        if any(given[field] is None for field in self.term_inputs()["contrastive"]):
+            return image.new_full((), float("nan"))  # not measured
+        if self.contrastive == "conclip":
+            return conclip_loss(image, text, negation, distractor, logit_scale, impl=self.contrastive_impl)
         negation = negation if self.negatives_in_contrastive else None
         if self.contrastive == "softmax":
             return distributed_contrastive_loss(image, text, logit_scale, negation, impl=self.contrastive_impl)
@@ -187,23 +208,25 @@ class SemCLIPLoss(nn.Module):
     def weighted_mean(self, terms, given):
         """(sum_k w_k L_k) / (sum_k w_k). A weight-0 term is only reported (NaN where its texts
         were not given); a weighted term must have its texts."""
-        for name, fields in self.term_texts().items():
+        for name, fields in self.term_inputs().items():
             missing = [field for field in fields if given[field] is None]
             if missing and self.weights[name] != 0:
                 raise ValueError(f"SemCLIPLoss: the {name} term (weight {self.weights[name]}) needs "
                                  f"{missing[0]} embeddings, which were passed as None")
         return sum(w * terms[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
 
-    def forward(self, image, text, paraphrase, negation, logit_scale):
-        # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives
-        l_clip = self.contrastive_term(image, text, negation, logit_scale)
+    def forward(self, image, text, paraphrase, negation, logit_scale, distractor=None):
+        # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives;
+        # CoN-CLIP replaces it with its three terms
+        l_clip = self.contrastive_term(image, text, negation, distractor, logit_scale)
         # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
         l_para = (1 - self.projected_cosine(text, paraphrase, self.paraphrase_basis)).mean()
         # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
         l_neg = F.relu(self.projected_cosine(text, negation)).mean()
         # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
         terms = {"contrastive": l_clip, "paraphrase": l_para, "negation": l_neg}
-        return {"loss": self.weighted_mean(terms, {"paraphrase": paraphrase, "negation": negation}), **terms}
+        given = {"paraphrase": paraphrase, "negation": negation, "distractor": distractor}
+        return {"loss": self.weighted_mean(terms, given), **terms}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,3 +474,33 @@ def sigmoid_loss(image_features, text_features, logit_scale, logit_bias, positiv
     signs[:, positive_offset:positive_offset + n].diagonal().fill_(1.0)
     # L_sig = -1/N sum_i sum_j log sigmoid(z[i, j] * (s <x_i, y_j> + b))
     return -F.logsigmoid(signs * logits).sum() / n
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. CoN-CLIP (Singh et al., "Learn 'No' to Say 'Yes' Better", WACV 2025)
+# ---------------------------------------------------------------------------------------------
+#
+# Each sample i has an image I_i, its caption T_i, its negated caption T-_i and a distractor image
+# D_i: an image that the negated caption describes. Their code (training_utils/loss_functions.py,
+# CustomLossWithNegatives; data/finetuning_datasets.py) takes D_i from a separate pool, MS-COCO
+# train2017, as the first of the precomputed neighbours in ccneg_dataset/distractor_image_mapping.pt;
+# a triplets file gives it as a `distractor` image per line (data.py).
+
+
+def conclip_loss(image, text, negation, distractor, logit_scale, impl="auto"):
+    """CoN-CLIP's loss on L2-normalised [n, D] embeddings: this process's share, as
+    distributed_contrastive_loss (on one process, the whole loss).
+
+    Each term is a cross-entropy whose target for row i is column i of its keys.
+    """
+    offset = _rank_and_world_size()[0] * image.shape[0]
+    captions = [gather_features(text), gather_features(negation)]
+    images = torch.cat([gather_features(image), gather_features(distractor)])
+    # L1 = CE(s I [T; T-]^T): an image prefers its caption to every caption and negated caption
+    l_image = one_way_contrastive_loss(image, torch.cat(captions), logit_scale, offset, impl=impl)
+    # L2 = CE(s T [I; D]^T): a caption prefers its image to every image and distractor image
+    l_text = one_way_contrastive_loss(text, images, logit_scale, offset, impl=impl)
+    # L3 = CE(s D [T-; T]^T): distractor i prefers negated caption i, which describes it
+    l_distractor = one_way_contrastive_loss(distractor, torch.cat(captions[::-1]), logit_scale, offset, impl=impl)
+    # L_conclip = (L1 + L2 + L3) / 3
+    return (l_image + l_text + l_distractor) / 3

@@ -8,16 +8,19 @@ where the device has them).
 """
 
 import math
+import pickle
+import pickletools
+import re
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from errors import DataError
+from errors import DataError, printable
 
 
 @dataclass
@@ -35,6 +38,22 @@ class ModelConfig:
     eot_token: int = 100257  # the tokenizer's end-of-text id, where the text encoder pools
     embed_dim: int = 96
     activation: str = "gelu"  # "quick_gelu" for OpenAI's published weights
+    image_transform: str = "clip"  # the preprocessing the weights expect: data.image_transform(kind=...)
+
+    def __post_init__(self):
+        """Configs are also read from files: one that cannot build a CLIP stops here, in one line."""
+        sizes = {field.name: getattr(self, field.name) for field in fields(self)
+                 if field.type is int and field.name != "eot_token"}
+        wrong = [f"{name}={value!r}" for name, value in sizes.items() if type(value) is not int or value < 1]
+        if wrong:
+            raise ValueError(f"sizes must be positive integers: {', '.join(wrong)}")
+        if self.activation not in ("gelu", "quick_gelu"):
+            raise ValueError(f"activation {self.activation!r} is neither gelu nor quick_gelu")
+        if self.image_size % self.patch_size or self.vision_width % self.vision_heads \
+                or self.text_width % self.text_heads:
+            raise ValueError("image_size must be a multiple of patch_size, each width a multiple of its heads")
+        if type(self.eot_token) is not int or not 0 <= self.eot_token < self.vocab_size:
+            raise ValueError(f"eot_token {self.eot_token!r} is not a token id below vocab_size {self.vocab_size}")
 
     @staticmethod
     def preset(name: str) -> "ModelConfig":
@@ -195,7 +214,8 @@ class CLIP(nn.Module):
         checked by name and shape. The activation is not in the weights: OpenAI's (they carry
         `input_resolution`) use QuickGELU, open_clip's GELU -- except its `-quickgelu` models, for
         which pass activation="quick_gelu"."""
-        state = {key.removeprefix("module."): value for key, value in state.get("state_dict", state).items()}
+        state = {key.removeprefix("module."): value
+                 for key, value in named_tensors(state.get("state_dict", state), source).items()}
         openai = "input_resolution" in state
         for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):  # metadata, causal mask
             state.pop(key, None)
@@ -205,10 +225,41 @@ class CLIP(nn.Module):
         return model
 
 
+# ----------------------------------------------------------------------------- weights files
+
+
 def read_weights(path, map_location="cpu") -> dict:
     """The dict in a weights file: torch.save'd (weights_only, so it runs no code), a TorchScript
-    archive (only its state_dict is taken; none of its code runs) or .safetensors."""
+    archive (only its state_dict is taken; none of its code runs) or .safetensors. Whatever is
+    wrong with the file is one DataError line: missing, a directory, unreadable, empty, cut short
+    or corrupt, a pickle that would run code, or not weights at all."""
     path = Path(path)
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file does not exist; check the path") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory; pass the weights file in it (train.py writes DIR/ckpt.pt)") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot open it ({error.strerror}); check its permissions") from None
+    if not start:
+        raise DataError(f"{path}: file is empty; download or copy it again")
+    try:
+        with warnings.catch_warnings():  # torch.jit's deprecation, torch.load's pickle-protocol notice
+            warnings.simplefilter("ignore")
+            weights = load_weights_file(path, map_location)
+    except (DataError, MemoryError):  # one line already; a file too big for this machine is not damaged
+        raise
+    except Exception as error:  # noqa: BLE001 -- on a damaged file, torch raises nearly any kind (test_fuzz.py)
+        raise DataError(f"{path}: {what_is_wrong(path, start, error)}") from None
+    if not isinstance(weights, dict):
+        raise DataError(f"{path}: holds a {type(weights).__name__}, not a dict of weights; is it a checkpoint?")
+    return weights
+
+
+def load_weights_file(path: Path, map_location):
+    """What the file holds, read by the library for its kind; their errors pass through."""
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -219,10 +270,57 @@ def read_weights(path, map_location="cpu") -> dict:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if any(name.endswith("/constants.pkl") for name in archive.namelist()):
-                with warnings.catch_warnings():  # torch.jit's deprecation notice, nothing to act on here
-                    warnings.simplefilter("ignore", FutureWarning)
-                    return torch.jit.load(path, map_location=map_location).state_dict()
+                return torch.jit.load(path, map_location=map_location).state_dict()
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def what_is_wrong(path: Path, start: bytes, error: Exception) -> str:
+    """Why a weights file did not load, in words, from the error and the file's first bytes."""
+    if isinstance(error, pickle.UnpicklingError):  # weights_only refused it: what would it have called?
+        named = re.findall(r"GLOBAL (\S+)", str(error)) or (pickled_names(path) if start.startswith(b"\x80") else [])
+        code = [name for name in named if name.split(".")[0] not in ("torch", "collections", "_codecs")]
+        if code:
+            return (f"refused: loading it would run code ({printable(code[0])}); only tensors are read. If you "
+                    "made the file, torch.save the model's state_dict() instead")
+    if start.startswith(b"PK\x03\x04") and not has_zip_end(path):  # a zip archive's directory is at its end
+        return "truncated: the end of its zip archive is missing; download or copy it again"
+    if start.startswith((b"PK\x03\x04", b"\x80")) or path.suffix == ".safetensors":  # zip archive, pickle
+        detail = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]
+        return f"truncated or corrupt ({detail}); download or copy it again"
+    return (f"not a checkpoint: neither a zip archive (torch.save, TorchScript), nor a pickle, nor .safetensors "
+            f"(it starts with {start!r}); pass the weights file itself")
+
+
+def has_zip_end(path: Path) -> bool:
+    """Is the directory that ends every zip archive there (a download cut short loses it)?"""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # there, but damaged
+        return True
+
+
+def pickled_names(path: Path) -> list:
+    """The functions and classes a plain pickle names (torch.save'd ones name them in the error),
+    read off its opcodes: none of them runs."""
+    names, strings = [], []
+    try:
+        for opcode, arg, _ in pickletools.genops(path.read_bytes()):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(arg.replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except ValueError:  # damaged: the names before the damage are all there is
+        pass
+    return names
+
+
+def named_tensors(state, source: str) -> dict:
+    """`state` if it is a state dict (names to tensors), else one line saying it is not."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise DataError(f"{source}: not a state dict (names to tensors); is it CLIP weights or a train.py checkpoint?")
+    return state
 
 
 def infer_config(state: dict, activation: str, source: str) -> ModelConfig:
@@ -244,6 +342,8 @@ def infer_config(state: dict, activation: str, source: str) -> ModelConfig:
                            embed_dim=state["text_projection"].shape[1], activation=activation)
     except KeyError as missing:
         raise DataError(f"{source}: not CLIP ViT weights: no tensor {missing}") from None
+    except (ValueError, TypeError, IndexError) as error:
+        raise DataError(f"{source}: not CLIP ViT weights: its shapes make no CLIP ({error})") from None
 
 
 def check_state_dict(expected: dict, state: dict, source: str):
@@ -254,18 +354,80 @@ def check_state_dict(expected: dict, state: dict, source: str):
     problems += [f"unexpected {key}" for key in state if key not in expected]
     if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise DataError(f"{source}: {len(problems)} tensors differ from the CLIP inferred from its "
-                        f"shapes: {'; '.join(problems[:3])}{more}")
+        raise DataError(f"{source}: {len(problems)} tensors differ from the CLIP its config describes: "
+                        f"{printable('; '.join(problems[:3]))}{more}")
 
 
-def load_checkpoint(path, map_location="cpu"):
+def load_checkpoint(path, map_location="cpu", activation=None):
     """(model, checkpoint dict) from a train.py checkpoint or from published CLIP weights -- then
     the dict is {"tokenizer": "clip", "model_config": ..., "step": 0} -- so eval.py and
-    train.py --init take either."""
+    train.py --init take either. `activation` overrides the recorded or assumed one. Anything wrong
+    with the file is one DataError line."""
     ckpt = read_weights(path, map_location)
     if "model_config" not in ckpt:
-        model = CLIP.from_state_dict(ckpt, str(path))
+        model = CLIP.from_state_dict(ckpt, str(path), activation)
         return model, {"tokenizer": "clip", "model_config": asdict(model.config), "step": 0}
-    model = CLIP(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        config = ModelConfig(**ckpt["model_config"])
+    except (TypeError, ValueError) as error:  # the error may quote a key of a damaged file
+        raise DataError(f"{path}: its model_config makes no CLIP ({printable(error)}); "
+                        "is it a train.py checkpoint?") from None
+    if ckpt.get("tokenizer", "cl100k_base") not in ("cl100k_base", "clip"):
+        raise DataError(f"{path}: unknown tokenizer {ckpt['tokenizer']!r}; is it a train.py checkpoint?")
+    state = named_tensors(ckpt.get("model"), str(path))
+    with torch.device("meta"):  # shapes first, allocating nothing: a damaged config may ask for terabytes
+        check_state_dict(CLIP(config).state_dict(), state, str(path))
+    model = CLIP(replace(config, activation=activation) if activation else config)
+    model.load_state_dict(state)
     return model, ckpt
+
+
+
+def load_resume_checkpoint(out: Path, activation=None):
+    """(model, checkpoint, warning or None) to resume a train.py run in folder `out` from: OUT/ckpt.pt
+    or, if it does not load (cut short by a full disk or an unfinished copy), the newest kept
+    OUT/ckpt_step{N}.pt that does, with a warning line saying which and why."""
+    latest = out / "ckpt.pt"
+    kept = sorted((p for p in out.glob("ckpt_step*.pt") if p.stem.removeprefix("ckpt_step").isdecimal()),
+                  key=lambda p: int(p.stem.removeprefix("ckpt_step")), reverse=True)
+    if not latest.exists() and not kept:
+        raise DataError(f"{latest}: no checkpoint to resume from; drop --resume or pick the right --out")
+
+    def load_with_training_state(path):
+        model, ckpt = load_checkpoint(path, activation=activation)
+        missing = [key for key in ("step", "optimizer", "loss", "rng") if key not in ckpt]
+        if missing:
+            raise DataError(f"{path}: holds weights but no training state ({', '.join(missing)}); "
+                            "--resume needs a train.py checkpoint; to start from these weights use --init")
+        return model, ckpt
+
+    try:
+        return (*load_with_training_state(latest), None)
+    except DataError as error:
+        if not kept:
+            raise
+        problem = str(error).split("; ")[0]  # the file and what is wrong with it; what to do comes next
+    names = ", ".join(p.name for p in kept)
+    for step_file in kept:
+        try:
+            model, ckpt = load_with_training_state(step_file)
+        except DataError:
+            continue
+        return model, ckpt, f"warning: {problem}; resuming from {step_file}, the newest of the kept {names} that reads"
+    raise DataError(f"{problem}; none of the kept {names} reads either; start again without --resume")
+
+
+def describe_loaded(path, config: ModelConfig, ckpt: dict, activation=None) -> str:
+    """The line that reports a loaded model: its shape, and where its activation came from (the one
+    setting published open_clip weights do not record; a wrong guess changes every embedding silently)."""
+    if activation:
+        origin = "as given"
+    elif "model" in ckpt:
+        origin = "recorded in the checkpoint"
+    elif config.activation == "quick_gelu":
+        origin = "OpenAI weights"
+    else:
+        origin = "assumed: open_clip weights do not record it; pass --activation quick_gelu for -quickgelu models"
+    return (f"loaded {path}: ViT {config.image_size}px/{config.patch_size}, width {config.vision_width}/"
+            f"{config.text_width}, layers {config.vision_layers}/{config.text_layers}, activation "
+            f"{config.activation} ({origin}), image transform {config.image_transform}")

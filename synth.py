@@ -176,6 +176,32 @@ def world_settings(folder) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def world_dir(synth_dir, true_negations: float = 0.0) -> Path:
+    """The world to train on: synth_dir, or with true negations its sibling SYNTH_DIR-true-negP (the same
+    seed and sizes, so the same images and the same test split)."""
+    synth_dir = Path(synth_dir)
+    return synth_dir if true_negations == 0 else synth_dir.with_name(f"{synth_dir.name}-true-neg{true_negations:g}")
+
+
+def write_missing_worlds(synth_dir, true_negations: float = 0.0, log=print):
+    """Write world_dir(...) if missing, and with true negations the paper's world too (eval.py
+    --bench synth scores on its test split); sizes and seed from synth_dir's world.json, if any."""
+    for world in dict.fromkeys([Path(synth_dir), world_dir(synth_dir, true_negations)]):
+        if not ((world / "train.jsonl").is_file() and (world / "test.jsonl").is_file()):
+            log(f"writing the synthetic negation world to {world} (once)")
+            sizes = {k: v for k, v in world_settings(synth_dir).items() if k in ("seed", "n_train", "n_test")}
+            write_synth(world, **sizes, true_negations=0.0 if world == Path(synth_dir) else true_negations, log=log)
+
+
+def checked_world(synth_dir, true_negations: float = 0.0) -> Path:
+    """world_dir(...), or a DataError if its world.json says another version or fraction wrote it."""
+    world, settings = world_dir(synth_dir, true_negations), world_settings(world_dir(synth_dir, true_negations))
+    if settings.get("version") != WORLD_VERSION or settings.get("true_negations") != true_negations:
+        raise DataError(f"{world}: written by other settings ({settings or 'an older synth.py'}), not version "
+                        f"{WORLD_VERSION} with --true-negations {true_negations:g}; delete the folder to rewrite it")
+    return world
+
+
 def synth_classes():
     """Zero-shot classes of the synthetic world: every colour-shape pair."""
     return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]

@@ -23,19 +23,22 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import EpochBatches, TripletDataset, make_collate, read_triplets
-from errors import DataError, run_cli
+from data import IMAGE_TRANSFORMS, EpochBatches, TripletDataset, make_collate, read_triplets
+from distributed import RankShard, average_gradients, average_over_processes, setup_distributed
+from errors import DataError, one_line, run_cli
 from eval import default_device, evaluate_synth, format_table, write_results
 from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
-from model import CLIP, ModelConfig, load_checkpoint
-from synth import DEFAULT_SYNTH_DIR, WORLD_VERSION, world_settings, write_synth
+from model import CLIP, ModelConfig, describe_loaded, load_checkpoint, load_resume_checkpoint
+from overlap import fingerprint
+from recipes import RECIPES, apply_recipe, flags_given
+from synth import DEFAULT_SYNTH_DIR, checked_world, world_dir, write_missing_worlds
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,6 +56,7 @@ def parse_args(argv=None):
                "  python train.py --data triplets.jsonl --model small --steps 20000 --out out/run1\n"
                "  python train.py --out out/run1 --resume\n"
                "  python train.py --data triplets.jsonl --init ViT-B-32.pt --freeze-vision --lr 1e-5\n"
+               "  python train.py --recipe authors --data train.csv --init ViT-B-32.pt --out out/semclip\n"
                "  torchrun --standalone --nproc_per_node=2 train.py --device cpu --out out/ddp\n"
                "  torchrun --nproc_per_node=8 train.py --data t.jsonl --model B-32 --batch-size 4096 \\\n"
                "      --precision bf16 --accum-steps 4 --out out/b32",
@@ -63,28 +67,33 @@ def parse_args(argv=None):
     data.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                       help="where the synthetic world lives when no --data is given (default: %(default)s)")
     data.add_argument("--true-negations", type=float, default=0.0, metavar="P",
-                      help="built-in world only: train on its sibling SYNTH_DIR-true-negP, where a fraction P of "
-                           "the training captions also negate an absent object (same test split; default: %(default)s)")
-    data.add_argument("--caption-augment", choices=("paraphrase",),
-                      help="paraphrase: each sample's caption is its caption or its paraphrase, at random")
+                      help="train on SYNTH_DIR-true-negP: P of its captions also negate an absent object (default: 0)")
+    data.add_argument("--caption-augment", choices=("paraphrase",), help="each caption or its paraphrase, at random")
     data.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
     model = parser.add_argument_group("model and loss")
     model.add_argument("--model", default="tiny", help="preset: tiny, small, B-32 (default: %(default)s)")
     model.add_argument("--init", "--init-from", type=Path, metavar="PATH",
                        help="start from these weights (our checkpoint, or published OpenAI / open_clip weights): "
                             "their config and tokenizer, --model ignored, fresh optimizer at step 0")
-    model.add_argument("--freeze-vision", action="store_true", help="train the text tower only (the authors' default)")
+    model.add_argument("--activation", choices=("gelu", "quick_gelu"),
+                       help="with --init: the MLP activation, for published weights that do not record it "
+                            "(open_clip's -quickgelu models need quick_gelu; default: recorded, else gelu)")
+    model.add_argument("--image-transform", choices=IMAGE_TRANSFORMS,
+                       help="clip: resize, centre crop, CLIP mean/std, random crop in training; authors: the "
+                            "SemCLIP authors' squash to S x S, ImageNet mean/std, no crop, no augmentation. "
+                            "Recorded in the checkpoint (default: the --init checkpoint's, else clip)")
+    model.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=False,
+                       help="train the text tower only (the authors' default) (default: %(default)s)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
                        help="semclip (paper), clip (contrastive only), negclip (negations as hard "
-                            "negatives), semclip_hn (semclip + negclip's hard negatives), siglip (semclip with "
-                            "SigLIP's sigmoid contrastive term)")
+                            "negatives), semclip_hn (semclip + negclip's hard negatives), conclip (CoN-CLIP's "
+                            "three terms with distractor images), siglip (semclip with SigLIP's sigmoid contrastive term)")
     model.add_argument("--contrastive-weight", type=float, default=1.0, help="a in (aL_clip+bL_para+cL_neg)/(a+b+c)")
     model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
     model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")
     model.add_argument("--num-projections", type=int, default=2, help="K, rows of the projection basis")
-    model.add_argument("--paraphrase-projections", type=int, metavar="K_PARA",
-                       help="the paraphrase term in its own fixed K_PARA-dim subspace; the embedding width: the "
-                            "full embedding (default: it shares the negation term's K)")
+    model.add_argument("--paraphrase-projections", type=int, default=0, metavar="K",
+                       help="L_para in its own K-dim subspace (0: L_neg's; the embedding width: the full embedding)")
     model.add_argument("--learnable-projections", action="store_true", help="learn the basis (default: fixed)")
     model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
     model.add_argument("--contrastive-impl", choices=IMPLEMENTATIONS, default="auto",
@@ -95,18 +104,36 @@ def parse_args(argv=None):
     optim.add_argument("--batch-size", type=int, default=128, help="global batch, all processes and "
                                                                      "micro-batches together (default: %(default)s)")
     optim.add_argument("--accum-steps", type=int, default=1,
-                       help="split each process's batch into this many micro-batches, with the loss still over "
-                            "the whole batch (gradient caching): same result, less memory (default: %(default)s)")
+                       help="split each process's batch into this many micro-batches (default: %(default)s)")
+    optim.add_argument("--accumulation", choices=("cached", "plain"), default="cached",
+                       help="cached: the loss still over the whole batch (gradient caching), the same result "
+                            "with less memory; plain: each micro-batch its own loss, gradients averaged, as "
+                            "the authors' Lightning accumulate_grad_batches (default: %(default)s)")
     optim.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
     optim.add_argument("--epochs", type=float, help="train for this many epochs instead of --steps")
     optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW, matrices only (default: %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's (default: %(default)s)")
+    optim.add_argument("--decay", choices=("matrices", "all"), default="matrices",
+                       help="which parameters weight decay applies to; matrices spares gains, biases and the "
+                            "logit scale (default: %(default)s)")
+    optim.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), metavar=("B1", "B2"),
+                       help="AdamW's (default: 0.9 0.98)")
+    optim.add_argument("--adam-eps", type=float, default=1e-6, help="AdamW's epsilon (default: %(default)s)")
     optim.add_argument("--warmup", type=int, default=40, help="linear warm-up steps (default: %(default)s)")
     optim.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0 = off (default: %(default)s)")
     optim.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="bf16: encoders under autocast, loss in fp32 (default: %(default)s)")
+    optim.add_argument("--temperature", type=float,
+                       help="restart the learnable logit scale at log(1/T), as the authors' fresh one at T = 0.07 "
+                            "(default: keep the model's)")
+    optim.add_argument("--clamp-logit-scale", action=argparse.BooleanOptionalAction, default=True,
+                       help="cap the logit scale at 100 after each step, as CLIP (default: %(default)s)")
+    optim.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="a mild random crop in training (--image-transform clip only) (default: %(default)s)")
     optim.add_argument("--compile", action="store_true", help="torch.compile the model")
     run = parser.add_argument_group("run")
+    run.add_argument("--recipe", choices=list(RECIPES),
+                     help="a published recipe's settings (recipes.py), printed at start; flags given win")
     run.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     run.add_argument("--device", default=default_device(),
                      help="cpu, cuda, cuda:1; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
@@ -116,22 +143,22 @@ def parse_args(argv=None):
     run.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default: %(default)s)")
     run.add_argument("--keep", type=int, default=3, help="keep the last N OUT/ckpt_step*.pt (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.recipe:
+        for line in apply_recipe(args, flags_given(parser, argv)):
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(line)
     for name in ("batch_size", "accum_steps", "steps", "log_every", "save_every", "keep", "num_projections"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.paraphrase_projections is not None and args.paraphrase_projections < 1:
-        parser.error("--paraphrase-projections must be at least 1")
-    if not 0 <= args.true_negations <= 1:
-        parser.error("--true-negations must be a fraction in [0, 1]")
-    if args.true_negations and args.data is not None:
-        parser.error("--true-negations changes the built-in world; it does nothing with --data")
+    if args.paraphrase_projections < 0 or not 0 <= args.true_negations <= 1 or args.true_negations and args.data:
+        parser.error("--paraphrase-projections >= 0; --true-negations: a fraction in [0, 1] (not with --data)")
     if args.workers < 0 or args.warmup < 0:
         parser.error("--workers and --warmup must be >= 0")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     if args.batch_size % (world_size * args.accum_steps):
         parser.error(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
                      f"--accum-steps {args.accum_steps}; pick a multiple")
-    if args.init is not None and not args.init.is_file():
+    if args.init is not None and not args.init.exists():
         parser.error(f"--init {args.init}: no such file")
     try:
         ModelConfig.preset(args.model)
@@ -140,76 +167,31 @@ def parse_args(argv=None):
     return args
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-def setup_distributed(args):
-    """(rank, world size, device). Under torchrun: one process group, NCCL on CUDA, gloo on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return 0, 1, torch.device(args.device)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def average_gradients(params, world_size: int):
-    """What DDP does after backward, in one all-reduce: every process ends with the mean gradient
-    (the gradient of the global-batch loss, since the loss is each process's share)."""
-    if world_size == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads]).div_(world_size)
-    dist.all_reduce(flat)
-    for grad, average in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(average.view_as(grad))
-
-
-def average_over_processes(values: torch.Tensor, world_size: int) -> torch.Tensor:
-    """The mean of `values` over processes (the global-batch loss terms, so all processes stop together)."""
-    if world_size > 1:
-        dist.all_reduce(values.div_(world_size))
-    return values
-
-
-class RankShard(torch.utils.data.Sampler):
-    """This process's contiguous block of every global batch: rank r of W takes rows r*b..(r+1)*b-1,
-    the order in which loss.gather_features concatenates features (positives at r*b + i)."""
-
-    def __init__(self, batches: EpochBatches, rank: int, world_size: int):
-        self.batches, self.rank, self.world_size = batches, rank, world_size
-
-    def __iter__(self):
-        for batch in self.batches:
-            block = len(batch) // self.world_size
-            yield batch[self.rank * block:(self.rank + 1) * block]
-
-
 # ----------------------------------------------------------------------------- model, loss, optimizer
 
 
 def build_model(args, device):
-    """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume, from
-    --init, else a fresh --model preset."""
-    ckpt_path = args.out / "ckpt.pt"
-    if args.resume and not ckpt_path.is_file():
-        raise DataError(f"{ckpt_path}: no checkpoint to resume from; drop --resume or pick the right --out")
-    source = ckpt_path if args.resume else args.init
-    if source is None:
+    """(model, tokenizer, checkpoint to resume from or None): from OUT/ckpt.pt with --resume (or, if it
+    does not load, the newest kept step file that does), from --init, else a fresh --model preset."""
+    if args.resume:
+        model, ckpt, warning = load_resume_checkpoint(args.out, args.activation)
+        if warning and int(os.environ.get("RANK", "0")) == 0:
+            print(warning, file=sys.stderr)
+        return model.to(device), ckpt["tokenizer"], ckpt
+    if args.init is None:
         return CLIP(ModelConfig.preset(args.model)).to(device), "cl100k_base", None
-    model, ckpt = load_checkpoint(source)
-    return model.to(device), ckpt["tokenizer"], ckpt if args.resume else None
+    model, ckpt = load_checkpoint(args.init, activation=args.activation)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(describe_loaded(args.init, model.config, ckpt, args.activation))
+    return model.to(device), ckpt["tokenizer"], None
 
 
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
     settings = {"paraphrase_weight": args.paraphrase_weight, "negation_weight": args.negation_weight,
-                **LOSS_VARIANTS[args.loss]}
+                "num_paraphrase_projections": args.paraphrase_projections or None, **LOSS_VARIANTS[args.loss]}
     return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight,
                        num_projections=args.num_projections, learnable_projections=args.learnable_projections,
                        normalize_projections=not args.no_normalize_projections, seed=args.seed,
-                       num_paraphrase_projections=args.paraphrase_projections,
                        contrastive_impl=args.contrastive_impl, **settings)
 
 
@@ -219,14 +201,17 @@ def trainable_parameters(model, loss_fn):
 
 
 def build_optimizer(args, model, loss_fn):
-    """AdamW; no weight decay on gains, biases, embeddings-as-vectors and logit_scale (ndim < 2).
+    """AdamW; with --decay matrices, no weight decay on gains, biases, embeddings-as-vectors and
+    logit_scale (ndim < 2); with --decay all, on every parameter, as the authors' and CoN-CLIP's code.
 
     fused=True: one kernel over all parameters instead of a dozen passes (foreach); the same
     update, and on CPU 10-40x faster, which matters with a 100k-token embedding table."""
     params = trainable_parameters(model, loss_fn)
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    def decays(p):
+        return args.decay == "all" or p.ndim >= 2
+    groups = [{"params": [p for p in params if decays(p)], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if not decays(p)], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps, fused=True)
 
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
@@ -240,17 +225,31 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> floa
 # ----------------------------------------------------------------------------- one step
 
 
-def encode(forward, images, captions, *texts, autocast=nullcontext()):
-    """[image, caption, *texts] embeddings in fp32 (None for texts not given).
+def encode(forward, images, captions, *fields, autocast=nullcontext()):
+    """[image, caption, *fields] embeddings in fp32; each field is tokens [n, L] (a text), images
+    [n, 3, S, S] (CoN-CLIP's distractors) or None (not given, embedding None).
 
-    All texts go through the text tower in one pass: one matmul chain instead of several.
+    All texts go through the text tower in one pass, all images through the image tower in one:
+    one matmul chain each instead of several.
     """
-    given = [t for t in (captions, *texts) if t is not None]
-    width = max(t.shape[1] for t in given)
+    texts = [t for t in (captions, *fields) if t is not None and t.ndim == 2]
+    pictures = [images] + [t for t in fields if t is not None and t.ndim == 4]
+    width = max(t.shape[1] for t in texts)
     with autocast:
-        image, text, _ = forward(images, torch.cat([F.pad(t, (0, width - t.shape[1])) for t in given]))
-    text = iter(text.float().split(len(captions)))
-    return [image.float()] + [None if t is None else next(text) for t in (captions, *texts)]
+        image, text, _ = forward(torch.cat(pictures), torch.cat([F.pad(t, (0, width - t.shape[1])) for t in texts]))
+    image, text = iter(image.float().split(len(images))), iter(text.float().split(len(captions)))
+    return [next(image)] + [None if t is None else next(text if t.ndim == 2 else image) for t in (captions, *fields)]
+
+
+def loss_of(loss_fn, embeddings, logit_scale):
+    """loss_fn on encode's embeddings: image, caption and texts in order, image fields by name."""
+    texts = 2 + len(loss_fn.TEXT_FIELDS)
+    return loss_fn(*embeddings[:texts], logit_scale, **dict(zip(loss_fn.IMAGE_FIELDS, embeddings[texts:])))
+
+
+def split_batch(batch, accum_steps):
+    """The K micro-batches of a batch (images, captions, *fields), None fields kept as None."""
+    return list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
 
 
 def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast):
@@ -264,13 +263,13 @@ def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, auto
     graph and backpropagate its slice of the cached embedding gradients. Same loss and gradients
     as one batch of K x b; one extra forward pass.
     """
-    micro_batches = list(zip(*(t.chunk(accum_steps) if t is not None else [None] * accum_steps for t in batch)))
+    micro_batches = split_batch(batch, accum_steps)
     # (1) embeddings of every micro-batch, no graph
     with torch.no_grad():
         cached = [encode(forward, *micro, autocast=autocast) for micro in micro_batches]
     # (2) the loss over the whole batch, backpropagated to the cached embeddings
     features = [None if parts[0] is None else torch.cat(parts).requires_grad_() for parts in zip(*cached)]
-    terms = loss_fn(*features, logit_scale.exp())
+    terms = loss_of(loss_fn, features, logit_scale.exp())
     terms["loss"].backward()
     # (3) each micro-batch again, with a graph, backpropagating its slice of those gradients
     for k, micro in enumerate(micro_batches):
@@ -283,14 +282,31 @@ def cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, auto
     return terms
 
 
-def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext()):
+def accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast):
+    """Plain gradient accumulation, as the authors' code (Lightning's accumulate_grad_batches): each
+    micro-batch gets its own loss, with only its own b - 1 negatives, backpropagated divided by K.
+    Offered to reproduce their runs; the terms returned are the means over the micro-batches."""
+    terms = {}
+    for micro in split_batch(batch, accum_steps):
+        micro_terms = loss_of(loss_fn, encode(forward, *micro, autocast=autocast), logit_scale.exp())
+        # L = 1/K sum_k L_k, each micro-batch's share backpropagated at once
+        (micro_terms["loss"] / accum_steps).backward()
+        for name, value in micro_terms.items():
+            terms[name] = terms.get(name, 0) + value.detach() / accum_steps
+    return terms
+
+
+def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nullcontext(), accumulation="cached"):
     """Forward and backward of this process's share of one global batch; returns the loss terms.
 
-    batch = (images, captions, *texts): one token tensor (or None) per loss_fn.TEXT_FIELDS.
+    batch = (images, captions, *fields): one tensor (or None) per loss_fn.FIELDS (encode).
+    accumulation: "cached" (the loss over the whole batch) or "plain" (per micro-batch).
     """
     if accum_steps == 1:
-        terms = loss_fn(*encode(forward, *batch, autocast=autocast), logit_scale.exp())
+        terms = loss_of(loss_fn, encode(forward, *batch, autocast=autocast), logit_scale.exp())
         terms["loss"].backward()
+    elif accumulation == "plain":
+        terms = accumulated_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
     else:
         terms = cached_gradient_step(forward, logit_scale, loss_fn, batch, accum_steps, autocast)
     return {name: value.detach() for name, value in terms.items()}
@@ -299,13 +315,14 @@ def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nul
 # ----------------------------------------------------------------------------- checkpoints and data
 
 
-def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer):
+def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer, train_fingerprint):
     """OUT/ckpt_step{N}.pt, then OUT/ckpt.pt pointing at it, each appearing by an atomic rename
-    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted."""
+    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted.
+    `train_fingerprint` (overlap.py) lets eval.py count test items the model trained on."""
     state = {
         "model_config": asdict(model.config), "tokenizer": tokenizer, "model": model.state_dict(),
         "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "args": json_args(args),
+        "args": json_args(args), "train_fingerprint": train_fingerprint,
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
@@ -325,33 +342,15 @@ def json_args(args) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-def synth_world(args) -> Path:
-    """The built-in world to train on: --synth-dir, or with --true-negations P its sibling
-    SYNTH_DIR-true-negP (the same seed and sizes, so the same images and the same test split)."""
-    if args.true_negations == 0:
-        return args.synth_dir
-    return args.synth_dir.with_name(f"{args.synth_dir.name}-true-neg{args.true_negations:g}")
-
-
 def resolve_data(args, rank: int):
-    """The training file, writing the synthetic world first (rank 0, once) when no --data is given."""
+    """The training file; with no --data, the synthetic world (written first by rank 0, once)."""
     if args.data is not None:
         return args.data
-    # with --true-negations, the paper's world too: `eval.py --bench synth` scores on its test split
-    for world in dict.fromkeys([args.synth_dir, synth_world(args)]):
-        if rank == 0 and not ((world / "train.jsonl").is_file() and (world / "test.jsonl").is_file()):
-            print(f"writing the synthetic negation world to {world} (once)")
-            sizes = {k: v for k, v in world_settings(args.synth_dir).items() if k in ("seed", "n_train", "n_test")}
-            write_synth(world, **sizes, true_negations=args.true_negations if world != args.synth_dir else 0.0)
+    if rank == 0:
+        write_missing_worlds(args.synth_dir, args.true_negations)
     if dist.is_initialized():
         dist.barrier()
-    world = synth_world(args)
-    settings = world_settings(world)
-    if settings.get("version") != WORLD_VERSION or settings.get("true_negations") != args.true_negations:
-        raise DataError(f"{world}: written by other settings ({settings or 'an older synth.py'}), not version "
-                        f"{WORLD_VERSION} with --true-negations {args.true_negations:g}; delete the folder to "
-                        "rewrite it")
-    return world / "train.jsonl"
+    return checked_world(args.synth_dir, args.true_negations) / "train.jsonl"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -368,6 +367,8 @@ class Run:
     loss_fn: SemCLIPLoss
     dataset: TripletDataset
     total_steps: int
+    data_path: Path  # the training file
+    train_fingerprint: dict  # overlap.fingerprint of the training records
     resume_from: dict = None  # the checkpoint of --resume
 
 
@@ -376,21 +377,30 @@ def prepare(args) -> Run:
     rank, world_size, device = setup_distributed(args)
     torch.manual_seed(args.seed)
     model, tokenizer, ckpt = build_model(args, device)
+    if args.image_transform:  # the preprocessing these weights will expect, recorded with them
+        model.config = replace(model.config, image_transform=args.image_transform)
+    args.image_transform = model.config.image_transform
+    if args.temperature and ckpt is None:  # a fresh logit scale s = 1/T (resuming keeps the trained one)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1 / args.temperature))
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
-    records = read_triplets(resolve_data(args, rank), required=loss_fn.texts)
-    # every text field the data has is encoded, so the loss logs its terms even at weight 0
-    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records))
-    dataset = TripletDataset(records, model.config.image_size, train=True, fields=fields,
-                             caption_augment=args.caption_augment)
+    data_path = resolve_data(args, rank)
+    records = read_triplets(data_path, required=loss_fn.texts)
+    # every text field the data has is encoded, so the loss logs its terms even at weight 0; images
+    # only where the loss needs them (data.TripletDataset.distractor says where they come from)
+    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records)) + loss_fn.images
+    dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
+                             kind=model.config.image_transform, caption_augment=args.caption_augment)
     steps_per_epoch = len(dataset) // args.batch_size
     total_steps = max(1, round(args.epochs * steps_per_epoch)) if args.epochs else args.steps
-    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, ckpt)
+    return Run(rank, world_size, device, model, tokenizer, loss_fn, dataset, total_steps, data_path,
+               fingerprint(records), ckpt)
 
 
-def as_batch(tensors, fields, text_fields, device):
-    """(images, captions, *texts) with one entry per loss text field, None where the data has none."""
+def as_batch(tensors, fields, loss_fields, device):
+    """(images, captions, *values) with one entry per loss field, None where the data has none."""
     by_field = dict(zip(fields, (t.to(device, non_blocking=True) for t in tensors[1:])))
-    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in text_fields))
+    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in loss_fields))
 
 
 def train(args, run: Run):
@@ -414,7 +424,7 @@ def train(args, run: Run):
     if is_main:
         args.out.mkdir(parents=True, exist_ok=True)
         if run.resume_from is not None:
-            print(f"resumed from {args.out / 'ckpt.pt'} at step {start_step}")
+            print(f"resumed from {args.out} at step {start_step}")
         (args.out / "args.json").write_text(json.dumps(json_args(args), indent=2) + "\n")
 
     batches = EpochBatches(len(dataset), args.batch_size, args.seed, start_step)
@@ -435,12 +445,17 @@ def train(args, run: Run):
     model.train()
     batches, last_time, last_step, begin = iter(loader), time.time(), start_step, time.time()
     for step in range(start_step, total_steps):
-        batch = as_batch(next(batches), dataset.fields, loss_fn.TEXT_FIELDS, device)
+        try:
+            tensors = next(batches)
+        except DataError as error:  # an image that does not decode: there may be more
+            raise DataError(f"{one_line(error)}; `python data.py check {run.data_path}` lists every "
+                            "bad image") from None
+        batch = as_batch(tensors, dataset.fields, loss_fn.FIELDS, device)
         lr = learning_rate(step, total_steps, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast)
+        terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast, args.accumulation)
         # every term the loss returns, as the global-batch mean
         values = dict(zip(terms, average_over_processes(torch.stack([t.float() for t in terms.values()]),
                                                         run.world_size).tolist()))
@@ -452,8 +467,9 @@ def train(args, run: Run):
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
+        if args.clamp_logit_scale:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
         done = step + 1
         if is_main and (done % args.log_every == 0 or done == total_steps):
             now = time.time()
@@ -470,7 +486,8 @@ def train(args, run: Run):
             log.flush()
             last_time, last_step = now, done
         if is_main and (done % args.save_every == 0 or done == total_steps):
-            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, run.tokenizer)
+            save_checkpoint(args.out, args.keep, model, loss_fn, optimizer, done, args, run.tokenizer,
+                            run.train_fingerprint)
     if run.world_size > 1:
         dist.destroy_process_group()
     if not is_main:
@@ -485,7 +502,7 @@ def main():
     run = prepare(args)
     model = train(args, run)
     if model is not None and args.data is None:
-        n, metrics = evaluate_synth(model, run.tokenizer, synth_world(args), args.device)
+        n, metrics = evaluate_synth(model, run.tokenizer, world_dir(args.synth_dir, args.true_negations), args.device)
         write_results(args.out / "results.json", "synth", args.out / "ckpt.pt", n, metrics)
         print(f"\nsynthetic test split ({n} items), --loss {args.loss}:")
         print(format_table({args.loss: metrics}, list(metrics)))

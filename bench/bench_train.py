@@ -30,7 +30,6 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from types import SimpleNamespace
 
 import torch
 
@@ -94,7 +93,7 @@ def open_clip_model(config):
 
 def make_step(method, config, batch, device, autocast):
     """A function running one training step of `method` on `batch`."""
-    optimizer_args = SimpleNamespace(lr=1e-4, weight_decay=0.1)
+    optimizer_args = train.parse_args(["--lr", "1e-4", "--weight-decay", "0.1"])  # train.py's AdamW settings
     images, captions, paraphrases, negations = batch
     if method.startswith("open_clip"):
         from open_clip.loss import ClipLoss

@@ -23,6 +23,23 @@ def test_image_transform_gives_normalised_square_rgb():
                                / torch.tensor([0.26862954, 0.26130258, 0.27577711]))
 
 
+def test_authors_transform_is_a_squashing_resize_with_imagenet_statistics_in_training_too():
+    """Their dataset.py: Resize((S, S)) (no crop), ToTensor, Normalize(ImageNet mean/std); no augmentation."""
+    image = torch.randint(0, 256, (3, 150, 320), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    resized = torchvision.transforms.Resize((224, 224), antialias=True)(image).float() / 255
+    expected = torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(resized)
+    for train in (False, True):
+        out = image_transform(224, train=train, kind="authors")(image, torch.Generator().manual_seed(1))
+        assert out.shape == (3, 224, 224) and (out - expected).abs().max() <= 1e-5
+
+
+def test_clip_is_the_default_transform_and_unknown_kinds_are_refused():
+    image = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(image_transform(32)(image), image_transform(32, kind="clip")(image))
+    with pytest.raises(ValueError, match="clip, authors"):
+        image_transform(32, kind="imagenet")
+
+
 def test_train_transform_is_a_function_of_the_seed():
     transform, image = image_transform(32, train=True), torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
     first = transform(image, torch.Generator().manual_seed(1))
@@ -82,6 +99,21 @@ def test_missing_image_is_named_before_training(folder):
         TripletDataset(records, 32)
 
 
+def test_distractor_images_come_from_the_file_or_else_from_the_other_records(folder):
+    for name, value in (("a.png", 10), ("b.png", 20), ("c.png", 30)):
+        torchvision.io.write_png(torch.full((3, 8, 8), value, dtype=torch.uint8), str(folder / name))
+    given = TripletDataset(read_triplets(write_jsonl(folder, [good_line("a.png", distractor="c.png")])), 8,
+                           train=False, fields=("caption", "distractor"))
+    image, caption, distractor = given[0, 0]
+    assert caption == "a red circle" and torch.equal(distractor, image_transform(8)(torch.full((3, 8, 8), 30,
+                                                                                              dtype=torch.uint8)))
+    drawn = TripletDataset(read_triplets(write_jsonl(folder, [good_line("a.png"), good_line("b.png")], "two.jsonl")),
+                           8, train=False, fields=("caption", "distractor"))
+    assert torch.equal(drawn[0, 5][2], drawn[1, 0][0]) and torch.equal(drawn[1, 7][2], drawn[0, 0][0])
+    batch = make_collate(32, "cl100k_base")([drawn[0, 1], drawn[1, 2]])
+    assert batch[0].shape == batch[2].shape == (2, 3, 8, 8) and batch[1].dtype == torch.long
+
+
 def test_corrupt_image_is_named_when_read(folder):
     (folder / "bad.png").write_bytes(b"\x89PNG not really")
     dataset = TripletDataset(read_triplets(write_jsonl(folder, [good_line("bad.png")])), 32)
@@ -105,6 +137,23 @@ def test_train_cli_bad_input_is_one_line_and_exit_1(folder, case, expected):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert str(path) in result.stderr and expected in result.stderr
+    if case == "corrupt_image":
+        assert f"python data.py check {path}" in result.stderr
+
+
+def test_check_names_exactly_the_corrupt_image_and_exits_1(folder):
+    for i in range(50):
+        torchvision.io.write_png(torch.full((3, 8, 8), i, dtype=torch.uint8), str(folder / f"{i}.png"))
+    (folder / "7.png").write_bytes(b"\x89PNG cut short")
+    path = write_jsonl(folder, [good_line(f"{i}.png") for i in range(50)])
+    result = run_python("data.py", "check", path, "--workers", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    named = [line for line in (result.stdout + result.stderr).splitlines() if "cannot decode" in line]
+    assert len(named) == 1 and f"{path}:8:" in named[0] and str(folder / "7.png") in named[0]
+    assert "1 of 50 images cannot be read" in result.stderr
+    torchvision.io.write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "7.png"))
+    clean = run_python("data.py", "check", path, "--workers", "0")
+    assert clean.returncode == 0 and "all 50 images decode" in clean.stdout, clean.stderr
 
 
 def test_special_tokens_and_long_captions_are_valid_training_text(folder):
@@ -143,3 +192,14 @@ def test_caption_augment_swaps_in_the_paraphrase_for_about_half_the_samples_by_s
     lacking = read_triplets(write_jsonl(folder, [json.dumps({"image": "img.png", "caption": "a"})]))
     with pytest.raises(DataError, match="no 'paraphrase' to augment the caption with"):
         TripletDataset(lacking, 8, caption_augment="paraphrase")
+
+
+def test_check_finds_the_authors_csv_images_by_name_in_image_dir(folder):
+    (folder / "csv").mkdir()
+    path = folder / "csv" / "triplets.csv"
+    path.write_text("image_number,caption,negation,paraphrased\n7,a dog,no dog,a hound\n")
+    missing = run_python("data.py", "check", path, "--workers", "0")
+    assert missing.returncode == 1 and f"{path}:2: image {folder / 'csv' / '000000007.jpg'} does not exist" in missing.stdout
+    torchvision.io.write_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8), str(folder / "000000007.jpg"))
+    found = run_python("data.py", "check", path, "--image-dir", folder, "--workers", "0")
+    assert found.returncode == 0, found.stdout + found.stderr

@@ -12,8 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from distributed import average_gradients
 from model import CLIP, ModelConfig
-from train import average_gradients, build_loss, parse_args, train_step, trainable_parameters
+from train import build_loss, parse_args, train_step, trainable_parameters
 
 from conftest import ROOT
 

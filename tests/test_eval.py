@@ -50,6 +50,36 @@ def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
              "trueneg_over_falseneg", "zeroshot_orig", "zeroshot_neg"]
     assert list(results["metrics"]) == names
     assert all(0.0 <= value <= 1.0 for value in results["metrics"].values())
+    # disjoint images (train_*.png vs test_*.png): no overlap, no warning; shared captions are only counted
+    assert results["train_overlap"] == 0 and "warning" not in result.stderr
+    assert results["train_caption_overlap"] == shared_captions(synth_dir / "train.jsonl", synth_dir / "test.jsonl")
+
+
+def shared_captions(train_file, test_file):
+    """Test items whose caption, lower-cased with single spaces, is a training caption."""
+    def captions(path):
+        return [" ".join(json.loads(line)["caption"].lower().split()) for line in path.read_text().splitlines()]
+    return sum(caption in set(captions(train_file)) for caption in captions(test_file))
+
+
+def test_eval_counts_and_warns_about_test_images_the_model_trained_on(synth_dir, tmp_path):
+    train = [json.loads(line) for line in (synth_dir / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (synth_dir / "test.jsonl").read_text().splitlines()]
+    leaked = [{**r, "image": str(synth_dir / r["image"])} for r in test[5:8]]  # 3 test images, by absolute path
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in [{**r, "image": str(synth_dir / r["image"])}
+                                                            for r in train[:29]] + leaked))
+    trained = run_python("train.py", "--data", mixed, "--batch-size", "16", "--steps", "1", "--workers", "0",
+                         "--device", "cpu", "--out", tmp_path / "run")
+    assert trained.returncode == 0, trained.stderr
+    result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "run/ckpt.pt", "--data-root", synth_dir,
+                        "--out", tmp_path / "results.json", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["train_overlap"] == 3
+    assert results["train_caption_overlap"] == shared_captions(mixed, synth_dir / "test.jsonl")
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning")]
+    assert "synth" in warning and "3 of 40" in warning
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
@@ -231,9 +261,9 @@ def test_zeroshot_original_and_negated_prompts_on_a_cifar10_folder(tmp_path, mon
 
 
 def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
-    rows = [("a dog", ["a dog", "no dog", "a cat", "no cat"], 0, "Affirmation"),
-            ("no dog", ["a dog", "no dog", "a cat", "no cat"], 1, "Negation"),
-            ("a cat", ["a dog", "no dog", "a cat", "no cat"], 3, "Negation")]  # the model picks 2: wrong
+    rows = [("a dog", ["a dog", "no dog", "a cat", "no cat"], 0, "positive"),
+            ("no dog", ["a dog", "no dog", "a cat", "no cat"], 1, "negative"),
+            ("a cat", ["a dog", "no dog", "a cat", "no cat"], 3, "negative")]  # the model picks 2: wrong
     with open(tmp_path / "mcq.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["image_path", "caption_0", "caption_1", "caption_2", "caption_3", "correct_answer",
@@ -245,7 +275,7 @@ def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
     model = PlantedModel({i: texts[shows] for i, (shows, *_) in enumerate(rows)}, texts)
     n, metrics = evaluation.evaluate_negbench_mcq(model, "cl100k_base",
                                                   evaluation.read_negbench_mcq(tmp_path / "mcq.csv", tmp_path))
-    assert n == 3 and metrics == {"accuracy": 2 / 3, "Affirmation/accuracy": 1.0, "Negation/accuracy": 0.5}
+    assert n == 3 and metrics == {"accuracy": 2 / 3, "positive/accuracy": 1.0, "negative/accuracy": 0.5}
 
 
 def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir, tiny_ckpt, tmp_path):
@@ -287,6 +317,7 @@ def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tm
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["n"] == 20 and len(results["metrics"]) == 24 and "swap_obj/itt" in results["metrics"]
     assert "mean/img_p2" in results["metrics"] and "replace_rel" in result.stdout
+    assert results["train_overlap"] is None and results["train_caption_overlap"] is None  # no fingerprint
 
 
 @pytest.mark.parametrize("bench, setup, expected", [
@@ -399,3 +430,17 @@ def test_help_examples_parse():
     assert result.returncode == 0 and len(examples) >= 6
     for argv in examples:
         evaluation.parse_args(argv)
+
+
+def test_data_without_negations_is_explained_without_training_flags(tmp_path):
+    """eval trains nothing: its messages say what the bench needs, not which --loss to train with."""
+    (tmp_path / "test.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a cat", "paraphrase": "cat"}) + "\n")
+    with pytest.raises(evaluation.DataError) as synth:
+        evaluation.evaluate_synth(PlantedModel(), "cl100k_base", tmp_path)
+    (tmp_path / "ccneg.csv").write_text("image_number,caption\n1,a cat\n")
+    with pytest.raises(evaluation.DataError) as cc_neg:
+        evaluation.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path)
+    assert "missing key 'negation'" in str(synth.value)
+    assert "--bench synth scores paraphrases and negations" in str(synth.value)
+    assert "cc_neg scores each caption against its negation" in str(cc_neg.value)
+    assert "--loss" not in str(synth.value) + str(cc_neg.value)

@@ -290,9 +290,10 @@ def test_plain_clip_equals_the_reference_and_weight_0_terms_are_only_reported(tr
 
 @pytest.mark.parametrize("variant, texts", [("semclip", ("paraphrase", "negation")), ("clip", ()),
                                             ("negclip", ("negation",)), ("siglip", ("paraphrase", "negation")),
-                                            ("semclip_hn", ("paraphrase", "negation"))])
+                                            ("semclip_hn", ("paraphrase", "negation")), ("conclip", ("negation",))])
 def test_each_variant_declares_the_texts_it_trains_on(variant, texts):
     assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).texts == texts
+    assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).images == (("distractor",) if variant == "conclip" else ())
     without_paraphrase = {**LOSS_VARIANTS[variant], "paraphrase_weight": 0.0}
     assert SemCLIPLoss(16, **without_paraphrase).texts == tuple(t for t in texts if t != "paraphrase")
 
@@ -425,3 +426,52 @@ def test_paraphrase_term_in_its_own_subspace_and_on_the_full_embedding(triplet):
     assert planted["paraphrase"].item() == pytest.approx(1.0)  # orthogonal paraphrase: 1 - 0
     with pytest.raises(ValueError, match="at most the embedding's 16 dimensions"):
         SemCLIPLoss(16, num_paraphrase_projections=17)
+
+
+# --- CoN-CLIP's loss equals their code's equations ------------------------------------------
+
+
+def conclip_by_hand(image, text, negation, distractor, scale):
+    """CoN-CLIP's CustomLossWithNegatives as their code computes it: images [I; D], texts [T; T-]."""
+    n = image.shape[0]
+    image_features, text_features = torch.cat([image, distractor]), torch.cat([text, negation])
+    labels = torch.arange(n)
+    logits_image = scale * image_features[:n] @ text_features.T
+    logits_text = scale * text_features[:n] @ image_features.T
+    logits_distractor = scale * image_features[n:] @ torch.cat([text_features[n:], text_features[:n]]).T
+    return (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels)
+            + F.cross_entropy(logits_distractor, labels)) / 3
+
+
+@pytest.mark.parametrize("impl", ["tiled", "reference"])
+def test_conclip_equals_their_equations_with_gradients(impl):
+    inputs = [unit(10, 16, seed).requires_grad_() for seed in range(4)]  # image, text, negation, distractor
+    scale = torch.tensor(12.0, requires_grad=True)
+    expected = conclip_by_hand(*inputs, scale)
+    expected_grads = torch.autograd.grad(expected, [*inputs, scale])
+    module = SemCLIPLoss(16, contrastive_impl=impl, **LOSS_VARIANTS["conclip"])
+    image, text, negation, distractor = inputs
+    out = module(image, text, None, negation, scale, distractor=distractor)
+    torch.testing.assert_close(out["contrastive"], expected)
+    torch.testing.assert_close(out["loss"], expected)
+    assert out["paraphrase"].isnan()  # no paraphrases given: reported as not measured
+    for actual, wanted in zip(torch.autograd.grad(out["loss"], [*inputs, scale]), expected_grads):
+        torch.testing.assert_close(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+def test_conclip_needs_distractors_and_simulated_ranks_average_to_the_whole_loss(monkeypatch):
+    image, text, negation, distractor = (unit(4, 8, seed) for seed in range(4))
+    with pytest.raises(ValueError, match="distractor"):
+        SemCLIPLoss(8, **LOSS_VARIANTS["conclip"])(image, text, None, negation, torch.tensor(5.0))
+    world, n = 2, 5
+    inputs = [unit(world * n, 8, seed) for seed in range(4)]
+    expected = conclip_by_hand(*inputs, 7.0)
+    local_losses = []
+    for rank in range(world):
+        local = [t[rank * n:(rank + 1) * n] for t in inputs]
+        gathered = {id(part): whole for part, whole in zip(local, inputs)}
+        monkeypatch.setattr(loss, "_rank_and_world_size", lambda: (rank, world))
+        monkeypatch.setattr(loss, "gather_features", lambda part: gathered[id(part)])
+        local_losses.append(loss.conclip_loss(*local, torch.tensor(7.0)))
+    torch.testing.assert_close(sum(local_losses) / world, expected)
+

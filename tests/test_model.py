@@ -1,12 +1,21 @@
-"""model.py: presets, shapes, unit-norm embeddings, end-of-text pooling, checkpoints."""
+"""model.py: presets, shapes, unit-norm embeddings, end-of-text pooling, checkpoints, and the one-line
+error for every model file that does not load."""
 
 import math
+import os
+import pickle
+import random
+import re
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
+from errors import DataError
 from model import CLIP, ModelConfig, load_checkpoint
+
+from conftest import run_python
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +102,108 @@ def test_load_checkpoint_rebuilds_the_model(tiny, tmp_path):
     model, ckpt = load_checkpoint(path)
     images = torch.randn(2, 3, tiny.config.image_size, tiny.config.image_size)
     torch.testing.assert_close(model.eval().encode_image(images), tiny.encode_image(images))
+
+
+# ----------------------------------------------------------------------------- model files that do not load
+# Every way a weights file can fail is one DataError line naming the file (tests/test_fuzz.py adds
+# a thousand mutations); through the command lines that is exit status 1 and no traceback.
+
+class RunsCode:
+    """Unpickling this runs a shell command that creates `marker`: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def bad_model_file(kind: str, folder: Path, good: Path) -> Path:
+    path = folder / "ckpt.pt"
+    if kind == "cut short":  # a download cut short
+        path.write_bytes(good.read_bytes()[:5000])
+    elif kind == "random bytes":
+        path.write_bytes(random.Random(0).randbytes(3000))
+    elif kind == "a pickle that runs code":
+        path.write_bytes(pickle.dumps(RunsCode(folder / "MARKER")))
+    elif kind == "torch.save'd code":
+        torch.save({"model": RunsCode(folder / "MARKER")}, path)
+    elif kind == "empty":
+        path.touch()
+    elif kind == "a directory":
+        path.mkdir()
+    elif kind == "a list":
+        torch.save([torch.zeros(2)], path)
+    return path
+
+
+@pytest.mark.parametrize("kind, problem", [
+    ("cut short", "truncated: the end of its zip archive is missing; download or copy it again"),
+    ("random bytes", "not a checkpoint: neither a zip archive (torch.save, TorchScript), nor a pickle, nor "),
+    ("a pickle that runs code", "refused: loading it would run code (posix.system)"),
+    ("torch.save'd code", "refused: loading it would run code (posix.system)"),
+    ("empty", "file is empty; download or copy it again"),
+    ("a directory", "is a directory; pass the weights file in it"),
+    ("a list", "holds a list, not a dict of weights"),
+])
+def test_a_model_file_that_does_not_load_is_one_line_naming_it(kind, problem, tiny_ckpt, tmp_path):
+    path = bad_model_file(kind, tmp_path, tiny_ckpt)
+    with pytest.raises(DataError) as error:
+        load_checkpoint(path)
+    assert str(error.value).startswith(f"{path}: {problem}") and "\n" not in str(error.value)
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_the_crafted_pickle_would_run_its_code_if_unpickled_and_never_runs_here(tmp_path):
+    payload = pickle.dumps(RunsCode(tmp_path / "MARKER"))
+    pickle.loads(payload)  # what torch.load(weights_only=False) would do
+    assert (tmp_path / "MARKER").exists()
+    (tmp_path / "MARKER").unlink()
+    (tmp_path / "ckpt.pt").write_bytes(payload)
+    with pytest.raises(DataError, match="refused: loading it would run code"):
+        load_checkpoint(tmp_path / "ckpt.pt")
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_file_without_read_permission_says_so(tiny_ckpt, tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(tiny_ckpt.read_bytes())
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway: refuse the open as the system would anyone else
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataError, match=re.escape(f"{path}: cannot open it (Permission denied); check its")):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_whose_config_does_not_fit_its_weights_names_the_tensors(tiny, tmp_path):
+    config = {**asdict(tiny.config), "text_width": 192}
+    torch.save({"model_config": config, "model": tiny.state_dict()}, tmp_path / "ckpt.pt")
+    with pytest.raises(DataError, match=re.escape("29 tensors differ from the CLIP its config describes: "
+                                                  "positional_embedding is [32, 96], expected [32, 192]")):
+        load_checkpoint(tmp_path / "ckpt.pt")
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"vision_heads": 5}, "each width a multiple of its heads"),
+    ({"vocab_size": -3}, "sizes must be positive integers: vocab_size=-3"),
+    ({"activation": "relu"}, "activation 'relu' is neither gelu nor quick_gelu"),
+    ({"depth": 3}, "unexpected keyword argument 'depth'"),
+])
+def test_a_checkpoint_config_that_makes_no_clip_is_one_line(config, problem, tiny, tmp_path):
+    torch.save({"model_config": {**asdict(tiny.config), **config}, "model": tiny.state_dict()}, tmp_path / "ckpt.pt")
+    with pytest.raises(DataError, match=re.escape(problem)):
+        load_checkpoint(tmp_path / "ckpt.pt")
+
+
+@pytest.mark.parametrize("command", [("eval.py", "--ckpt"), ("train.py", "--device", "cpu", "--init")])
+@pytest.mark.parametrize("kind", ["cut short", "random bytes", "a pickle that runs code"])
+def test_the_command_lines_print_one_line_and_exit_1_for_a_bad_model_file(command, kind, tiny_ckpt, tmp_path):
+    path = bad_model_file(kind, tmp_path, tiny_ckpt)
+    result = run_python(*command, path, "--out", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and f"error: {path}: " in result.stderr
+    assert not (tmp_path / "MARKER").exists()

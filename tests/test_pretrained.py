@@ -91,6 +91,23 @@ def test_config_is_inferred_from_the_shapes(small_weights):
     assert CLIP.from_pretrained(path, activation="quick_gelu").config.activation == "quick_gelu"
 
 
+def test_activation_override_is_named_in_the_line_reporting_the_loaded_config(small_weights, synth_dir, tmp_path):
+    """open_clip's -quickgelu state dicts do not record their activation: GELU is assumed unless told."""
+    _, state, path = small_weights
+    torch.save(state, path)
+    assert load_checkpoint(path)[0].config.activation == "gelu"
+    assert load_checkpoint(path, activation="quick_gelu")[0].config.activation == "quick_gelu"
+    for flags, expected in (((), "activation gelu (assumed: open_clip weights do not record it; pass --activation "
+                                 "quick_gelu"), (("--activation", "quick_gelu"), "activation quick_gelu (as given)")):
+        result = run_python("eval.py", "--bench", "synth", "--ckpt", path, "--data-root", synth_dir, "--limit", "4",
+                            "--device", "cpu", *flags)
+        assert result.returncode == 0 and expected in result.stderr, result.stderr
+    trained = run_python("train.py", "--data", synth_dir / "train.jsonl", "--init", path, "--activation", "quick_gelu",
+                         "--steps", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--out", tmp_path)
+    assert trained.returncode == 0 and "activation quick_gelu (as given)" in trained.stdout, trained.stderr
+    assert load_checkpoint(tmp_path / "ckpt.pt")[0].config.activation == "quick_gelu"
+
+
 @pytest.mark.parametrize("layout", ["open_clip training checkpoint", "safetensors"])
 def test_other_file_layouts_give_the_same_weights(small_weights, layout):
     config, state, path = small_weights

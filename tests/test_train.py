@@ -1,15 +1,22 @@
-"""train.py: a short run end to end, checkpoints, resume, determinism, optimizer and schedule,
-gradient caching, bf16, non-finite stop, --init / --freeze-vision (multi-process: test_distributed.py)."""
+"""train.py: a short run end to end, checkpoints, resume (also past a damaged ckpt.pt), determinism,
+optimizer and schedule, gradient caching, bf16, non-finite stop, --init / --freeze-vision
+(multi-process: test_distributed.py)."""
 
 import json
+import os
+import re
 import shutil
+from contextlib import nullcontext
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from errors import DataError
 from loss import SemCLIPLoss
-from model import CLIP, ModelConfig, load_checkpoint
+from model import CLIP, ModelConfig, load_checkpoint, load_resume_checkpoint
+from test_distributed import CONFIG
 from train import build_loss, build_optimizer, learning_rate, parse_args
 
 from conftest import help_examples, run_python
@@ -46,11 +53,82 @@ def test_resume_continues_from_the_saved_step_to_the_same_weights(synth_dir, tmp
         torch.testing.assert_close(split["model"][name], tensor, rtol=0, atol=0, msg=name)
 
 
+def test_resume_with_a_cut_short_ckpt_pt_continues_from_the_newest_step_file_that_reads(synth_dir, tmp_path):
+    flags = ("--save-every", "1", "--warmup", "1")
+    assert train_cli(synth_dir, tmp_path / "run", "--steps", "3", *flags).returncode == 0
+    (tmp_path / "reference").mkdir()  # the same run resumed from ckpt_step3.pt, the newest step file
+    shutil.copy(tmp_path / "run/ckpt_step3.pt", tmp_path / "reference/ckpt.pt")
+    latest = tmp_path / "run/ckpt.pt"
+    cut_short = latest.read_bytes()[:5000]
+    latest.unlink()  # a copy cut short: the step files are intact
+    latest.write_bytes(cut_short)
+    resumed = train_cli(synth_dir, tmp_path / "run", "--steps", "5", *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    [warning] = [line for line in resumed.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == (f"warning: {latest}: truncated: the end of its zip archive is missing; resuming from "
+                       f"{tmp_path / 'run/ckpt_step3.pt'}, the newest of the kept ckpt_step3.pt, ckpt_step2.pt, "
+                       "ckpt_step1.pt that reads")
+    assert "at step 3" in resumed.stdout and "step 5/5" in resumed.stdout
+    assert train_cli(synth_dir, tmp_path / "reference", "--steps", "5", *flags, "--resume").returncode == 0
+    run = torch.load(tmp_path / "run/ckpt.pt", weights_only=True)
+    reference = torch.load(tmp_path / "reference/ckpt.pt", weights_only=True)
+    assert run["step"] == reference["step"] == 5
+    for name, tensor in reference["model"].items():
+        torch.testing.assert_close(run["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert_same_optimizer_state(run["optimizer"]["state"], reference["optimizer"]["state"])
+
+
+def tiny_checkpoint(path, step):
+    """The keys load_resume_checkpoint needs of a train.py checkpoint, at `step` (training state left empty)."""
+    torch.save({"model_config": asdict(CONFIG), "tokenizer": "cl100k_base", "model": CLIP(CONFIG).state_dict(),
+                "step": step, "optimizer": {}, "loss": {}, "rng": {}}, path)
+
+
+def test_resume_falls_back_past_every_step_file_that_does_not_read(tmp_path):
+    """train.py's ckpt.pt is a hard link to the newest step file: cut short in place, both are."""
+    for step in (1, 2, 3):
+        tiny_checkpoint(tmp_path / f"ckpt_step{step}.pt", step)
+    os.link(tmp_path / "ckpt_step3.pt", tmp_path / "ckpt.pt")
+    with open(tmp_path / "ckpt.pt", "r+b") as file:
+        file.truncate(3000)
+    model, ckpt, warning = load_resume_checkpoint(tmp_path)
+    assert ckpt["step"] == 2 and model.config == CONFIG
+    assert warning == (f"warning: {tmp_path / 'ckpt.pt'}: truncated: the end of its zip archive is missing; "
+                       f"resuming from {tmp_path / 'ckpt_step2.pt'}, the newest of the kept ckpt_step3.pt, "
+                       "ckpt_step2.pt, ckpt_step1.pt that reads")
+
+
+def test_resume_with_nothing_that_reads_is_one_line_naming_the_files(tmp_path):
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    (tmp_path / "ckpt_step4.pt").write_bytes(b"junk")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt.pt'}: file is empty; none of the kept "
+                                                  "ckpt_step4.pt reads either; start again without --resume")):
+        load_resume_checkpoint(tmp_path)
+    (tmp_path / "ckpt_step4.pt").unlink()
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'ckpt.pt'}: file is empty; download or copy it again")):
+        load_resume_checkpoint(tmp_path)
+
+
+def test_resume_from_step_files_alone_when_ckpt_pt_is_missing(tmp_path):
+    """A run killed between writing ckpt_step{N}.pt and pointing ckpt.pt at it."""
+    tiny_checkpoint(tmp_path / "ckpt_step2.pt", 2)
+    _, ckpt, warning = load_resume_checkpoint(tmp_path)
+    assert ckpt["step"] == 2 and "ckpt.pt: file does not exist; resuming from" in warning
+
+
 def test_same_seed_gives_the_same_weights_and_another_seed_does_not(synth_dir, tmp_path):
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
         assert train_cli(synth_dir, tmp_path / name, "--steps", "2", "--seed", seed).returncode == 0
     weights = {n: torch.load(tmp_path / n / "ckpt.pt", weights_only=True)["model"]["text_projection"] for n in "abc"}
     assert torch.equal(weights["a"], weights["b"]) and not torch.equal(weights["a"], weights["c"])
+
+
+def test_resume_from_weights_without_training_state_is_one_clear_line(synth_dir, tmp_path, tiny_ckpt):
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_ckpt, tmp_path / "run" / "ckpt.pt")  # a model, but no optimizer, step or RNG state
+    result = train_cli(synth_dir, tmp_path / "run", "--steps", "2", "--resume")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no training state" in result.stderr and "--init" in result.stderr
 
 
 def test_resume_without_a_checkpoint_is_one_clear_line(synth_dir, tmp_path):
@@ -68,7 +146,7 @@ def test_the_plain_reference_loss_trains_the_same_run_as_the_fused_op(synth_dir,
         torch.testing.assert_close(runs["tiled"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("loss", ["clip", "negclip", "semclip_hn"])
+@pytest.mark.parametrize("loss", ["clip", "negclip", "semclip_hn", "conclip"])
 def test_baseline_losses_train(synth_dir, tmp_path, loss):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
     assert result.returncode == 0, result.stderr
@@ -102,14 +180,48 @@ def test_help_has_examples_and_every_example_parses():
         parse_args([a if a != "ViT-B-32.pt" else __file__ for a in argv])  # --init must exist
 
 
-def test_no_weight_decay_on_gains_biases_and_logit_scale():
+def test_no_weight_decay_on_gains_biases_and_logit_scale_unless_decay_all():
     model = CLIP(ModelConfig.preset("tiny"))
-    args = SimpleNamespace(lr=1e-3, weight_decay=0.1)
+    args = SimpleNamespace(lr=1e-3, weight_decay=0.1, decay="matrices", betas=(0.9, 0.98), adam_eps=1e-6)
     decayed, plain = build_optimizer(args, model, SemCLIPLoss(model.config.embed_dim)).param_groups
     ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
     assert id(model.logit_scale) in ids(plain) and id(model.ln_final.weight) in ids(plain)
     assert id(model.visual.conv1.weight) in ids(decayed) and plain["weight_decay"] == 0.0
-    assert decayed["weight_decay"] == 0.1
+    assert decayed["weight_decay"] == 0.1 and decayed["betas"] == (0.9, 0.98) and decayed["eps"] == 1e-6
+    args = SimpleNamespace(lr=1e-3, weight_decay=0.2, decay="all", betas=(0.9, 0.999), adam_eps=1e-8)
+    decayed, plain = build_optimizer(args, model, SemCLIPLoss(model.config.embed_dim)).param_groups
+    assert ids(decayed) == {id(p) for p in model.parameters()} and plain["params"] == []
+    assert decayed["weight_decay"] == 0.2 and decayed["betas"] == (0.9, 0.999) and decayed["eps"] == 1e-8
+
+
+def test_authors_recipe_sets_their_defaults_and_flags_given_win():
+    """The values of aaai26-paper12649/SemCLIP src/args.py, training_params.py, model.py, dataset.py."""
+    args = parse_args(["--recipe", "authors"])
+    assert (args.epochs, args.lr, args.weight_decay, args.decay, args.warmup, args.seed) == (200, 5e-5, 0.2, "all", 50, 42)
+    assert (tuple(args.betas), args.adam_eps, args.precision, args.freeze_vision) == ((0.9, 0.999), 1e-8, "bf16", True)
+    assert (args.batch_size, args.accum_steps, args.accumulation) == (512, 2, "plain")  # 256 per loss, 2 accumulated
+    assert (args.temperature, args.clamp_logit_scale, args.image_transform) == (0.07, False, "authors")
+    given = parse_args(["--recipe", "authors", "--steps", "2", "--seed", "0", "--no-freeze-vision", "--batch-size", "8"])
+    assert (given.steps, given.epochs, given.seed, given.freeze_vision, given.batch_size) == (2, None, 0, False, 8)
+    assert given.weight_decay == 0.2 and parse_args([]).weight_decay == 0.1
+
+
+def test_authors_recipe_run_prints_what_it_set_and_records_it(synth_dir, tmp_path):
+    result = train_cli(synth_dir, tmp_path, "--recipe", "authors", "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    recipe_lines = [line for line in lines if line.startswith("recipe authors:")]
+    assert lines[:len(recipe_lines)] == recipe_lines  # the run's first lines
+    for expected in ("--weight-decay 0.2 (ours: --weight-decay 0.1)", "--warmup 50", "--seed 42", "--decay all",
+                     "--betas 0.9 0.999", "--adam-eps 1e-08", "--no-clamp-logit-scale", "--image-transform authors",
+                     "--batch-size 16 as given", "--steps 2 as given"):
+        assert any(expected in line for line in recipe_lines), expected
+    recorded = json.loads((tmp_path / "args.json").read_text())
+    assert (recorded["weight_decay"], recorded["warmup"], recorded["seed"], recorded["recipe"]) == (0.2, 50, 42, "authors")
+    assert recorded["betas"] == [0.9, 0.999] and recorded["steps"] == 2 and recorded["epochs"] is None
+    # a fresh logit scale 1/0.07, left unclamped (lr 5e-5 barely moves it in 2 steps)
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(last["logit_scale"] - 1 / 0.07) < 0.01
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
@@ -125,11 +237,12 @@ def test_gradient_caching_k_micro_batches_equals_one_batch_and_bf16_runs():
     from test_distributed import CONFIG, LOSS_ARGS, global_batch
     from train import train_step
 
-    def step(accum_steps, autocast=None):
+    def step(accum_steps, autocast=None, accumulation="cached"):
         torch.manual_seed(0)
         model, loss_fn = CLIP(CONFIG), build_loss(LOSS_ARGS, CONFIG.embed_dim)
-        extra = (torch.autocast("cpu", dtype=torch.bfloat16),) if autocast else ()
-        loss = train_step(model, model.logit_scale, loss_fn, global_batch(8), accum_steps, *extra)["loss"]
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
+        loss = train_step(model, model.logit_scale, loss_fn, global_batch(8), accum_steps, context,
+                          accumulation)["loss"]
         return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
     loss, grads = step(1)
@@ -138,6 +251,16 @@ def test_gradient_caching_k_micro_batches_equals_one_batch_and_bf16_runs():
         torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-6)
         for name, grad in grads.items():
             torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-5, msg=f"K={accum_steps} {name}")
+    # plain accumulation: the mean of the two halves' own losses and gradients
+    torch.manual_seed(0)
+    model, loss_fn = CLIP(CONFIG), build_loss(LOSS_ARGS, CONFIG.embed_dim)
+    halves = [tuple(t[rows] for t in global_batch(8)) for rows in (slice(0, 4), slice(4, 8))]
+    half_losses = [train_step(model, model.logit_scale, loss_fn, half)["loss"] for half in halves]
+    summed = {n: p.grad.clone() for n, p in model.named_parameters()}  # backward accumulates both halves
+    plain_loss, plain_grads = step(2, accumulation="plain")
+    torch.testing.assert_close(plain_loss, sum(half_losses) / 2, rtol=1e-5, atol=1e-6)
+    for name, grad in summed.items():
+        torch.testing.assert_close(plain_grads[name], grad / 2, rtol=1e-4, atol=1e-5, msg=f"plain {name}")
     bf16_loss, bf16_grads = step(2, autocast=True)
     assert bf16_loss.dtype == torch.float32 and abs(bf16_loss - loss) < 0.05
     assert all(torch.isfinite(g).all() for g in bf16_grads.values())
@@ -215,4 +338,16 @@ def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_
                        "--device", "cpu", "--out", tmp_path / "run2")
     assert stale.returncode == 1 and "written by other settings" in stale.stderr.strip().splitlines()[-1]
     clash = run_python("train.py", "--data", world / "train.jsonl", "--true-negations", "0.5")
-    assert clash.returncode == 2 and "does nothing with --data" in clash.stderr
+    assert clash.returncode == 2 and "(not with --data)" in clash.stderr
+
+
+def test_image_transform_is_recorded_in_the_checkpoint_and_used_by_eval(synth_dir, tmp_path):
+    assert train_cli(synth_dir, tmp_path / "authors", "--steps", "1", "--image-transform", "authors").returncode == 0
+    model, ckpt = load_checkpoint(tmp_path / "authors/ckpt.pt")
+    assert model.config.image_transform == "authors" == ckpt["args"]["image_transform"]
+    tuned = train_cli(synth_dir, tmp_path / "tuned", "--steps", "1", "--init", tmp_path / "authors/ckpt.pt")
+    assert tuned.returncode == 0 and load_checkpoint(tmp_path / "tuned/ckpt.pt")[0].config.image_transform == "authors"
+    for flags, expected in (((), "image transform authors"), (("--image-transform", "clip"), "image transform clip")):
+        result = run_python("eval.py", "--bench", "synth", "--ckpt", tmp_path / "tuned/ckpt.pt", "--data-root",
+                            synth_dir, "--limit", "4", "--device", "cpu", *flags)
+        assert result.returncode == 0 and expected in result.stderr, result.stderr
