@@ -92,7 +92,6 @@ LOSS_VARIANTS = {
 }
 
 
-
 class SemCLIPLoss(nn.Module):
     """L_total = (a L_clip + b L_para + c L_neg) / (a + b + c), a, b, c = the three weights.
 
@@ -178,8 +177,8 @@ class SemCLIPLoss(nn.Module):
         return self._used(self.IMAGE_FIELDS)
 
     def project(self, embeddings, basis=None):
-        # p(x) = normalize(B x) (B_para x for the paraphrase term when it has its own basis). Only the subspace matters: p(x) . p(y) is unchanged by any
-        # rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
+        # p(x) = normalize(B x)   (B_para x for the paraphrase term when it has its own basis).
+        # Only the subspace matters: p(x) . p(y) is unchanged by any rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
         # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
         # the flag changes nothing: their cosine loss normalises either way.)
         projections = embeddings @ (self.basis if basis is None else basis).t()
