@@ -178,9 +178,9 @@ class SemCLIPLoss(nn.Module):
 
     def project(self, embeddings, basis=None):
         # p(x) = normalize(B x)   (B_para x for the paraphrase term when it has its own basis).
-        # Only the subspace matters: p(x) . p(y) is unchanged by any rotation of the basis within it. With normalize_projections=False, p(x) = B x, and the
-        # terms below use the raw inner products (|B x| <= 1 for unit x). (In the authors' code
-        # the flag changes nothing: their cosine loss normalises either way.)
+        # Only the subspace matters: p(x) . p(y) is unchanged by any rotation of the basis within
+        # it. With normalize_projections=False, p(x) = B x and the terms use raw inner products
+        # (|B x| <= 1 for unit x); in the authors' code the flag changes nothing (they normalise).
         projections = embeddings @ (self.basis if basis is None else basis).t()
         return F.normalize(projections, dim=-1) if self.normalize_projections else projections
 

@@ -239,7 +239,12 @@ def negation_probes(objects, kind: str, rng: np.random.Generator) -> dict:
               "hybrid": (unseen_hybrid.format(absent=y, present=everything),
                          unseen_hybrid.format(absent=x, present=f"a {y}"))}
     slots = rng.permutation(4)  # slots[0]: where the true caption goes
-    question = lambda pairs: [text for _, text in sorted(zip(slots, [pairs[kind][0]] + [pairs[k][1] for k in MCQ_KINDS]))]  # noqa: E731
+
+    def question(pairs):
+        """This kind's true caption and every kind's false one, in slot order."""
+        texts = [pairs[kind][0]] + [pairs[k][1] for k in MCQ_KINDS]
+        return [text for _, text in sorted(zip(slots, texts))]
+
     return {"kind": kind, "choices": question(seen), "unseen_choices": question(unseen), "answer": int(slots[0]),
             "true_negation": f"{everything} but no {y}", "false_affirmation": _join(present + [f"a {y}"]),
             "false_negation": _negate(present, objects.index(x), rng)}
