@@ -3,13 +3,11 @@ requirement in bench/requirements.txt). No weights can be downloaded here, so op
 ViT-B-32 is built with random weights and saved in each published layout."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, run_python
+from conftest import run_python
 from errors import DataError
 from model import CLIP, ModelConfig, load_checkpoint
 from tokenizer import tokenize
