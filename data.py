@@ -84,7 +84,7 @@ def read_image(path: Path, where: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- triplet readers
 
-TEXT_KEYS = ("caption", "paraphrase", "negation")
+TEXT_KEYS = ("caption", "paraphrase", "negation", "true_negation")
 
 
 def _read_lines(path: Path):
@@ -111,7 +111,9 @@ def _check_record(record: dict, where: str, required: tuple, why: str) -> dict:
     for key in ("image",) + required:
         if key not in record:
             raise DataError(f"{where}: missing key {key!r}; every line needs {', '.join(('image',) + required)}"
-                            + (f" ({why})" if key in ("paraphrase", "negation") else ""))
+                            + (f" ({why})" if key in ("paraphrase", "negation") else "")
+                            + ("; semclip_tn also trains on a true statement that negates an absent object, "
+                               "e.g. \"a dog on grass, no cat\"" if key == "true_negation" else ""))
     for key in TEXT_KEYS:
         if key in record and (not isinstance(record[key], str) or not record[key].strip()):
             raise DataError(f"{where}: {key!r} is empty or not a string; give it a non-empty text")

@@ -71,6 +71,15 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
 # An option beyond the paper: the paraphrase term in its own subspace, B_para: K_para x D,
 #   L_para = mean(1 - cos(p_para(t), p_para(t+))),   p_para(x) = normalize(B_para x)
 # K_para = D makes B_para a rotation, so L_para acts on the full embedding: cos(t, t+).
+#
+# Another, for the negation's meaning: L_neg only says t- is far from t, which a model meets by
+# pushing every text with "no" away from everything. A true negation t° (the record's
+# `true_negation`: a true statement that negates an ABSENT object, "a red circle but no blue
+# cross", "there is no blue cross") must instead beat the false one t- for the image itself,
+# a two-way multiple choice on the image-text cosines (a weight d > 0 adds it to L_total):
+#   L_truth = mean(-log(e^{s cos(I, t°)} / (e^{s cos(I, t°)} + e^{s cos(I, t-)})))
+#           = mean(softplus(s (cos(I, t-) - cos(I, t°))))
+#   L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d)
 
 
 # train.py --loss NAME builds SemCLIPLoss(embed_dim, **LOSS_VARIANTS[NAME])
@@ -84,6 +93,8 @@ LOSS_VARIANTS = {
     "negclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "negatives_in_contrastive": True},
     # SemCLIP's terms plus NegCLIP's hard negatives: the negations are also wrong answers for the image
     "semclip_hn": {"negatives_in_contrastive": True},
+    # semclip_hn plus L_truth: each image must prefer its true negation t° to its false one t-
+    "semclip_tn": {"negatives_in_contrastive": True, "truth_weight": 1.0},
     # CoN-CLIP (Singh et al. 2024): negated captions and distractor images in three
     # contrastive terms (section 6), no projection terms
     "conclip": {"paraphrase_weight": 0.0, "negation_weight": 0.0, "contrastive": "conclip"},
@@ -93,10 +104,11 @@ LOSS_VARIANTS = {
 
 
 class SemCLIPLoss(nn.Module):
-    """L_total = (a L_clip + b L_para + c L_neg) / (a + b + c), a, b, c = the three weights.
+    """L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d), a..d = the weights.
 
     forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
-    of the images, original captions t, paraphrases t+ and negations t-, and returns a dict of
+    of the images, original captions t, paraphrases t+ and negations t- (and, for L_truth, the
+    true negations t°: forward(..., true_negation=...)), and returns a dict of
     scalar tensors: "loss" and one entry per term. Every term is reported, weighted or not; a
     term whose texts were passed as None reports NaN (not measured), which is only allowed at
     weight 0. `texts` names the text fields the weighted terms need.
@@ -114,8 +126,8 @@ class SemCLIPLoss(nn.Module):
     here it gets the model's unit embeddings and the model's (clamped) logit scale.
     """
 
-    # the optional text fields forward() takes after the caption, in order
-    TEXT_FIELDS = ("paraphrase", "negation")
+    # the optional text fields forward() takes after the caption (paraphrase, negation; the rest by name)
+    TEXT_FIELDS = ("paraphrase", "negation", "true_negation")
     # the optional image fields forward() takes by name
     IMAGE_FIELDS = ("distractor",)
     FIELDS = TEXT_FIELDS + IMAGE_FIELDS
@@ -123,23 +135,23 @@ class SemCLIPLoss(nn.Module):
     def __init__(self, embed_dim, contrastive_weight=1.0, paraphrase_weight=1.0, negation_weight=1.0,
                  num_projections=2, learnable_projections=False, normalize_projections=True,
                  negatives_in_contrastive=False, seed=0, contrastive="softmax", contrastive_impl="auto",
-                 num_paraphrase_projections=None):
+                 num_paraphrase_projections=None, truth_weight=0.0):
         super().__init__()
-        if contrastive_weight + paraphrase_weight + negation_weight <= 0:
+        if contrastive_weight + paraphrase_weight + negation_weight + truth_weight <= 0:
             raise ValueError("the loss weights must have a positive sum")
         if contrastive not in ("softmax", "sigmoid", "conclip"):
             raise ValueError(f"contrastive must be 'softmax', 'sigmoid' or 'conclip', not {contrastive!r}")
         check_impl(contrastive_impl)
         if max(num_projections, num_paraphrase_projections or 0) > embed_dim:
             raise ValueError(f"a projection keeps at most the embedding's {embed_dim} dimensions")
+        # L_truth is a term only where it is weighted (d > 0): other variants neither need nor log t°
         self.weights = {"contrastive": contrastive_weight, "paraphrase": paraphrase_weight,
-                        "negation": negation_weight}
+                        "negation": negation_weight, **({"truth": truth_weight} if truth_weight else {})}
         self.normalize_projections = normalize_projections
         self.negatives_in_contrastive = negatives_in_contrastive
         self.contrastive, self.contrastive_impl = contrastive, contrastive_impl
-        # B: K x D with orthonormal rows, a random K-dimensional subspace fixed by the seed
-        # (QR of a Gaussian matrix). K = 1 makes cos(p(t), p(t')) a mere sign, with no
-        # gradient: use K >= 2.
+        # B: K x D with orthonormal rows, a random K-dimensional subspace fixed by the seed (QR of a
+        # Gaussian matrix). K = 1 makes cos(p(t), p(t')) a mere sign, with no gradient: use K >= 2.
         gaussian = torch.randn(embed_dim, num_projections, generator=torch.Generator().manual_seed(seed))
         basis = torch.linalg.qr(gaussian).Q.t().contiguous()
         if learnable_projections:
@@ -160,7 +172,8 @@ class SemCLIPLoss(nn.Module):
         """The fields each term reads besides the image and the caption."""
         contrastive = {"conclip": ("negation", "distractor")}.get(self.contrastive, ())
         return {"contrastive": ("negation",) if self.negatives_in_contrastive else contrastive,
-                "paraphrase": ("paraphrase",), "negation": ("negation",)}
+                "paraphrase": ("paraphrase",), "negation": ("negation",),
+                **({"truth": ("true_negation", "negation")} if "truth" in self.weights else {})}
 
     def _used(self, fields):
         used = {field for name, inputs in self.term_inputs().items() if self.weights[name] != 0 for field in inputs}
@@ -170,6 +183,11 @@ class SemCLIPLoss(nn.Module):
     def texts(self):
         """The text fields the weighted terms train on: what the training data must have."""
         return self._used(self.TEXT_FIELDS)
+
+    @property
+    def logged_texts(self):
+        """The text fields any term reads, weighted or not: given them, every term is logged."""
+        return tuple(f for f in self.TEXT_FIELDS if any(f in inputs for inputs in self.term_inputs().values()))
 
     @property
     def images(self):
@@ -214,7 +232,7 @@ class SemCLIPLoss(nn.Module):
                                  f"{missing[0]} embeddings, which were passed as None")
         return sum(w * terms[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
 
-    def forward(self, image, text, paraphrase, negation, logit_scale, distractor=None):
+    def forward(self, image, text, paraphrase, negation, logit_scale, distractor=None, true_negation=None):
         # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives;
         # CoN-CLIP replaces it with its three terms
         l_clip = self.contrastive_term(image, text, negation, distractor, logit_scale)
@@ -222,9 +240,13 @@ class SemCLIPLoss(nn.Module):
         l_para = (1 - self.projected_cosine(text, paraphrase, self.paraphrase_basis)).mean()
         # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
         l_neg = F.relu(self.projected_cosine(text, negation)).mean()
-        # L_total = (a L_clip + b L_para + c L_neg) / (a + b + c)
         terms = {"contrastive": l_clip, "paraphrase": l_para, "negation": l_neg}
-        given = {"paraphrase": paraphrase, "negation": negation, "distractor": distractor}
+        if "truth" in self.weights:
+            # L_truth = mean(softplus(s (cos(I, t-) - cos(I, t°))))   the image picks t° over t-
+            terms["truth"] = image.new_full((), float("nan")) if true_negation is None or negation is None else \
+                F.softplus(logit_scale * ((image * negation).sum(-1) - (image * true_negation).sum(-1))).mean()
+        # L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d)
+        given = dict(paraphrase=paraphrase, negation=negation, distractor=distractor, true_negation=true_negation)
         return {"loss": self.weighted_mean(terms, given), **terms}
 
 

@@ -10,10 +10,11 @@ negations keep every content word and negate one object that IS present. As on t
 captions carry negation words that say nothing about the picture (", no filter"), so a plain
 CLIP learns that "no"/"not"/"without" carry no meaning -- and is fooled by negations.
 
-With --true-negations P, a fraction P of the training captions (and their paraphrases and
-negations) negate an ABSENT object, a true statement: a third alone ("there is no green
-cross", its negation "a green cross"), a third in place, first ("no green cross, a red circle"),
-a third after the list ("... but no green cross"). The
+Every record also has a `true_negation`: a true statement that negates an ABSENT object, in one
+of three placements, a third each: alone ("there is no green cross", whose negation is "a green
+cross"), in place, first ("no green cross, a red circle"), after the list ("a red circle but no
+green cross"). --loss semclip_tn trains on it. With --true-negations P, a fraction P of the
+training captions ARE that true negation (and their paraphrases and negations follow). The
 held-out split never does, and it is the same for every P: the images, captions and the
 randomness behind them come from their own stream of the seed.
 """
@@ -45,7 +46,7 @@ PARAPHRASE_TEMPLATES = ("there is {}", "an image of {}", "a photo of {}", "this 
 NEGATION_FORMS = ("no {}", "there is no {}", "not a {}")
 NEGATION_LINKERS = ("but no", "without a", "and not a")
 SYNTH_CANVAS = 64
-WORLD_VERSION = 2  # world.json records it: train.py refuses a world written by other settings
+WORLD_VERSION = 3  # world.json records it: train.py refuses a world written by other settings
 
 
 def _shape_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> np.ndarray:
@@ -109,7 +110,7 @@ def synonymize(text: str, rate: float, rng: np.random.Generator = None) -> str:
 
 def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     """One (image, texts, object names) of the synthetic world; texts = {caption, paraphrase,
-    negation, true_negation}, true_negation being the caption with an absent object negated.
+    negation, true_negation}, true_negation a true statement negating an absent object.
 
     The same draws are made whatever true_negation_rate is, so it changes texts, never images."""
     count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
@@ -123,23 +124,23 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     template = str(rng.choice(PARAPHRASE_TEMPLATES))
     paraphrase = synonymize(template.format(_join(shuffled)), PARAPHRASE_SYNONYM_RATE, rng)
     negation = _negate(phrases, int(rng.integers(count)), rng)
-    # a true statement: one object that is NOT in the picture, negated in one of the world's forms
+    # a true statement: one object that is NOT in the picture, negated in one of three placements
     absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names]
     linker, thing = NEGATION_LINKERS[rng.integers(3)], absent[rng.integers(len(absent))]
-    thing_paraphrased = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng)
-    texts = {"caption": _join(phrases), "paraphrase": paraphrase, "negation": negation,
-             "true_negation": f"{_join(phrases)} {linker} {thing}"}
-    chance = rng.random()
-    if chance < true_negation_rate / 3:  # a third alone, as NegBench's negation captions: "there is no Y"
+    thing_paraphrased, placement, prefix = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng), rng.integers(3), template[:-2]
+    caption = _join(phrases)
+    if placement == 0:  # alone, as NegBench's negation captions: "there is no Y", whose negation is "a Y"
         alone = NEGATION_FORMS[NEGATION_LINKERS.index(linker)]
-        texts.update(caption=alone.format(thing), paraphrase=alone.format(thing_paraphrased), negation=f"a {thing}")
-    elif chance < true_negation_rate * 2 / 3:  # a third in place, first: "no Y, a red circle and ..."
-        prefix = template.removesuffix("{}")
-        texts.update(caption=f"no {thing}, {texts['caption']}", negation=f"no {thing}, {negation}",
-                     paraphrase=f"{prefix}no {thing_paraphrased}, {paraphrase[len(prefix):]}")
-    elif chance < true_negation_rate:  # a third after the list: "... but no Y"
-        texts.update(caption=texts["true_negation"], negation=f"{negation} {linker} {thing}",
-                     paraphrase=f"{paraphrase} {linker} {thing_paraphrased}")
+        true = {"caption": alone.format(thing), "paraphrase": alone.format(thing_paraphrased), "negation": f"a {thing}"}
+    elif placement == 1:  # in place, first: "no Y, a red circle and ..."
+        true = {"caption": f"no {thing}, {caption}", "negation": f"no {thing}, {negation}",
+                "paraphrase": f"{prefix}no {thing_paraphrased}, {paraphrase[len(prefix):]}"}
+    else:  # after the list: "... but no Y"
+        true = {"caption": f"{caption} {linker} {thing}", "negation": f"{negation} {linker} {thing}",
+                "paraphrase": f"{paraphrase} {linker} {thing_paraphrased}"}
+    texts = {"caption": caption, "paraphrase": paraphrase, "negation": negation, "true_negation": true["caption"]}
+    if rng.random() < true_negation_rate:
+        texts.update(true)
     return image, {k: v + distractor for k, v in texts.items()}, [f"{c} {s}" for c, s in names]
 
 

@@ -5,14 +5,13 @@
     python train.py --data triplets.jsonl --model small --steps 20000 --batch-size 256
     torchrun --nproc_per_node=8 train.py --data triplets.jsonl --model B-32 --precision bf16
 
-Reads top to bottom: command line, the pieces of a step (encode, train_step, gradient
-averaging), checkpoints, then the loop. Writes OUT/ckpt.pt (latest, atomic), OUT/ckpt_step{N}.pt
-(the last --keep), OUT/args.json and OUT/metrics.jsonl.
+Reads top to bottom: command line, the pieces of a step (encode, train_step), checkpoints, then the
+loop. Writes OUT/ckpt.pt (latest, atomic), OUT/ckpt_step{N}.pt (the last --keep), OUT/args.json,
+OUT/metrics.jsonl, and for the built-in world OUT/results.json.
 
-Many processes (torchrun): --batch-size is the GLOBAL batch. Every process takes its contiguous
-block of each global batch, and the loss (loss.py) gathers the features of all processes with
-gradient and computes this process's rows against all columns, so W processes train exactly
-like one process on the whole batch. Gradients are averaged with one all-reduce per step.
+Many processes (torchrun): --batch-size is the GLOBAL batch. Each process takes its block of it; the
+loss (loss.py) gathers every process's features with gradient and computes its own rows against all
+columns: W processes train exactly like one on the whole batch (one all-reduce per step).
 """
 
 import argparse
@@ -85,12 +84,14 @@ def parse_args(argv=None):
     model.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=False,
                        help="train the text tower only (the authors' default) (default: %(default)s)")
     model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
-                       help="semclip (paper), clip (contrastive only), negclip (negations as hard "
-                            "negatives), semclip_hn (semclip + negclip's hard negatives), conclip (CoN-CLIP's "
-                            "three terms with distractor images), siglip (semclip with SigLIP's sigmoid contrastive term)")
-    model.add_argument("--contrastive-weight", type=float, default=1.0, help="a in (aL_clip+bL_para+cL_neg)/(a+b+c)")
+                       help="semclip (paper), clip (contrastive only), negclip (negations as hard negatives), "
+                            "semclip_hn (semclip + negclip's hard negatives), semclip_tn (semclip_hn + L_truth), "
+                            "conclip (CoN-CLIP's 3 terms, distractor images), siglip (semclip, SigLIP's sigmoid)")
+    model.add_argument("--contrastive-weight", type=float, default=1.0,
+                       help="a in (aL_clip + bL_para + cL_neg + dL_truth) / (a + b + c + d)")
     model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
     model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")
+    model.add_argument("--truth-weight", type=float, default=0.0, help="d (0: no L_truth; semclip_tn sets 1)")
     model.add_argument("--num-projections", type=int, default=2, help="K, rows of the projection basis")
     model.add_argument("--paraphrase-projections", type=int, default=0, metavar="K",
                        help="L_para in its own K-dim subspace (0: L_neg's; the embedding width: the full embedding)")
@@ -187,8 +188,8 @@ def build_model(args, device):
 
 
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
-    settings = {"paraphrase_weight": args.paraphrase_weight, "negation_weight": args.negation_weight,
-                "num_paraphrase_projections": args.paraphrase_projections or None, **LOSS_VARIANTS[args.loss]}
+    settings = {f"{term}_weight": getattr(args, f"{term}_weight") for term in ("paraphrase", "negation", "truth")}
+    settings.update(num_paraphrase_projections=args.paraphrase_projections or None, **LOSS_VARIANTS[args.loss])
     return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight,
                        num_projections=args.num_projections, learnable_projections=args.learnable_projections,
                        normalize_projections=not args.no_normalize_projections, seed=args.seed,
@@ -243,8 +244,8 @@ def encode(forward, images, captions, *fields, autocast=nullcontext()):
 
 def loss_of(loss_fn, embeddings, logit_scale):
     """loss_fn on encode's embeddings: image, caption and texts in order, image fields by name."""
-    texts = 2 + len(loss_fn.TEXT_FIELDS)
-    return loss_fn(*embeddings[:texts], logit_scale, **dict(zip(loss_fn.IMAGE_FIELDS, embeddings[texts:])))
+    image, caption, paraphrase, negation, *named = embeddings
+    return loss_fn(image, caption, paraphrase, negation, logit_scale, **dict(zip(loss_fn.FIELDS[2:], named)))
 
 
 def split_batch(batch, accum_steps):
@@ -386,9 +387,9 @@ def prepare(args) -> Run:
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
     data_path = resolve_data(args, rank)
     records = read_triplets(data_path, required=loss_fn.texts)
-    # every text field the data has is encoded, so the loss logs its terms even at weight 0; images
+    # every text a term reads is encoded if the data has it, so terms are logged even at weight 0; images
     # only where the loss needs them (data.TripletDataset.distractor says where they come from)
-    fields = ("caption",) + tuple(f for f in loss_fn.TEXT_FIELDS if all(f in r for r in records)) + loss_fn.images
+    fields = ("caption",) + tuple(f for f in loss_fn.logged_texts if all(f in r for r in records)) + loss_fn.images
     dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
                              kind=model.config.image_transform, caption_augment=args.caption_augment)
     steps_per_epoch = len(dataset) // args.batch_size
@@ -405,7 +406,7 @@ def as_batch(tensors, fields, loss_fields, device):
 
 def train(args, run: Run):
     """Train per `args` and `run`; returns the model (None on ranks other than 0)."""
-    model, loss_fn, dataset, device = run.model, run.loss_fn, run.dataset, run.device
+    model, loss_fn, dataset, device, total_steps = run.model, run.loss_fn, run.dataset, run.device, run.total_steps
     if args.freeze_vision:
         model.visual.requires_grad_(False)
     optimizer = build_optimizer(args, model, loss_fn)
@@ -435,12 +436,11 @@ def train(args, run: Run):
     forward = torch.compile(model) if args.compile else model
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
     params = trainable_parameters(model, loss_fn)
-    total_steps = run.total_steps
     if is_main:
+        micro_batch = args.batch_size // run.world_size // args.accum_steps
         print(f"training {'--init ' + str(args.init) if args.init else args.model} with --loss {args.loss} on "
               f"{len(dataset)} triplets ({len(dataset) // args.batch_size} steps/epoch) for {total_steps} steps on "
-              f"{run.world_size} x {device}, {args.precision}, batch {args.batch_size} "
-              f"({args.batch_size // run.world_size // args.accum_steps} per micro-batch)")
+              f"{run.world_size} x {device}, {args.precision}, batch {args.batch_size} ({micro_batch} per micro-batch)")
         log = (args.out / "metrics.jsonl").open("a")
     model.train()
     batches, last_time, last_step, begin = iter(loader), time.time(), start_step, time.time()
@@ -457,8 +457,8 @@ def train(args, run: Run):
         optimizer.zero_grad(set_to_none=True)
         terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast, args.accumulation)
         # every term the loss returns, as the global-batch mean
-        values = dict(zip(terms, average_over_processes(torch.stack([t.float() for t in terms.values()]),
-                                                        run.world_size).tolist()))
+        stacked = torch.stack(list(terms.values())).float()
+        values = dict(zip(terms, average_over_processes(stacked, run.world_size).tolist()))
         if not math.isfinite(values["loss"]):
             raise TrainingDiverged(f"step {step + 1}: the loss is {values['loss']}; stopped before updating the "
                                    f"weights. Lower --lr or raise --warmup; the last good checkpoint is "

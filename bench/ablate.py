@@ -51,10 +51,11 @@ VARIANTS = {
     "semclip": ["--loss", "semclip"],                                     # paper defaults: K=2, fixed basis
     "semclip_k8": ["--loss", "semclip", "--num-projections", "8"],
     "semclip_k96": ["--loss", "semclip", "--num-projections", "96"],      # K = the embedding width
-    "semclip_para96": ["--loss", "semclip", "--paraphrase-projections", "96"],  # L_para full, L_neg in K=2
     "semclip_learnable": ["--loss", "semclip", "--learnable-projections"],
-    # + NegCLIP's hard negatives: the negations are also wrong answers for the image
+    # + NegCLIP's hard negatives: the negations are also wrong answers for the image; L_para full, L_neg in K=2
     "semclip_hn_para96": ["--loss", "semclip_hn", "--paraphrase-projections", "96"],
+    # + L_truth: the image must prefer its true negation to its false one (the best recipe's loss)
+    "semclip_tn_para96": ["--loss", "semclip_tn", "--paraphrase-projections", "96"],
 }
 ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about the paper's setting
 METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
@@ -78,10 +79,10 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT",
                         help="some of: %(choices)s (default: all)")
-    parser.add_argument("--true-negations", nargs="+", type=float, default=[0.0, 0.3], metavar="P",
+    parser.add_argument("--true-negations", nargs="+", type=float, default=[0.0, 0.1], metavar="P",
                         help="the worlds: fractions of training captions with a true negation (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
-    parser.add_argument("--main-rows", nargs="*", default=["clip", "negclip", "semclip", "semclip_para96_tn0.3"],
+    parser.add_argument("--main-rows", nargs="*", default=["clip", "negclip", "semclip", "semclip_tn_para96_tn0.1"],
                         metavar="ROW", help="rows that run every seed; the others run the first (default: %(default)s)")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: train.py's)")
     parser.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,

@@ -290,7 +290,8 @@ def test_plain_clip_equals_the_reference_and_weight_0_terms_are_only_reported(tr
 
 @pytest.mark.parametrize("variant, texts", [("semclip", ("paraphrase", "negation")), ("clip", ()),
                                             ("negclip", ("negation",)), ("siglip", ("paraphrase", "negation")),
-                                            ("semclip_hn", ("paraphrase", "negation")), ("conclip", ("negation",))])
+                                            ("semclip_hn", ("paraphrase", "negation")), ("conclip", ("negation",)),
+                                            ("semclip_tn", ("paraphrase", "negation", "true_negation"))])
 def test_each_variant_declares_the_texts_it_trains_on(variant, texts):
     assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).texts == texts
     assert SemCLIPLoss(16, **LOSS_VARIANTS[variant]).images == (("distractor",) if variant == "conclip" else ())
@@ -308,6 +309,27 @@ def test_semclip_with_negatives_in_contrastive(triplet):
                        negatives_in_contrastive=True)
     check_against_hand(SemCLIPLoss(16, **LOSS_VARIANTS["semclip_hn"]), triplet, (1.0, 1.0, 1.0),
                        negatives_in_contrastive=True)
+
+
+def test_truth_term_is_a_two_way_choice_of_the_true_negation_over_the_false_one(triplet):
+    image, text, paraphrase, negation, scale = triplet
+    true_negation = unit(10, 16, 4)
+    module = SemCLIPLoss(16, **LOSS_VARIANTS["semclip_tn"])
+    out = module(image, text, paraphrase, negation, scale, true_negation=true_negation)
+    # cross-entropy over the two choices [t°, t-], answer 0, from F.cross_entropy in float64
+    choices = torch.stack([(image * true_negation).sum(-1), (image * negation).sum(-1)], dim=1).double()
+    expected = F.cross_entropy(scale * choices, torch.zeros(10, dtype=torch.long))
+    torch.testing.assert_close(out["truth"].double(), expected)
+    hand = semclip_by_hand(module.basis, image, text, paraphrase, negation, scale, (1.0, 1.0, 1.0),
+                           torch.cat([text, negation]))
+    torch.testing.assert_close(out["loss"], (3 * hand[-1] + out["truth"]) / 4)
+    # a true negation that is closer to the image than the false one costs less
+    assert module(image, text, paraphrase, negation, scale, true_negation=image)["truth"] < out["truth"]
+    with pytest.raises(ValueError, match="true_negation"):
+        module(image, text, paraphrase, negation, scale)
+    # at weight 0 the term does not exist: the paper's variants neither need nor log t°
+    assert "truth" not in SemCLIPLoss(16)(image, text, paraphrase, negation, scale, true_negation=true_negation)
+    assert SemCLIPLoss(16).logged_texts == ("paraphrase", "negation") and "true_negation" in module.logged_texts
 
 
 def test_siglip_variant(triplet):

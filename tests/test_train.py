@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from errors import DataError
-from loss import SemCLIPLoss
+from loss import LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, load_checkpoint, load_resume_checkpoint
 from test_distributed import CONFIG
 from train import build_loss, build_optimizer, learning_rate, parse_args
@@ -150,6 +150,17 @@ def test_the_plain_reference_loss_trains_the_same_run_as_the_fused_op(synth_dir,
 def test_baseline_losses_train(synth_dir, tmp_path, loss):
     result = train_cli(synth_dir, tmp_path, "--steps", "1", "--loss", loss)
     assert result.returncode == 0, result.stderr
+
+
+def test_semclip_tn_trains_on_the_true_negations_and_only_it_logs_l_truth(synth_dir, tmp_path):
+    for loss in ("semclip_tn", "semclip"):
+        result = train_cli(synth_dir, tmp_path / loss, "--steps", "1", "--loss", loss, "--paraphrase-projections", "96")
+        assert result.returncode == 0, result.stderr
+    [logged] = [json.loads(line) for line in (tmp_path / "semclip_tn" / "metrics.jsonl").read_text().splitlines()]
+    assert logged["truth"] > 0 and logged["loss"] == pytest.approx(
+        (logged["contrastive"] + logged["paraphrase"] + logged["negation"] + logged["truth"]) / 4, abs=1e-4)
+    assert SemCLIPLoss(96, **LOSS_VARIANTS["semclip_tn"]).texts == ("paraphrase", "negation", "true_negation")
+    assert "truth" not in (tmp_path / "semclip" / "metrics.jsonl").read_text()
 
 
 def test_clip_trains_on_captions_alone_and_logs_valid_json(synth_dir, tmp_path):
