@@ -5,8 +5,8 @@ caption triplets (original t, paraphrase t+, negation t-) with CLIP's contrastiv
 text-side terms measured in a small projection subspace:
 
   1. contrastive_loss_reference    CLIP's loss in a few lines: the definition.
-  2. SemCLIPLoss, LOSS_VARIANTS    the paper: L_clip + L_para + L_neg, and the ablations
-                                   train.py --loss selects.
+  2. SemCLIPLoss, LOSS_VARIANTS    the paper: L_clip + L_para + L_neg, the ablations train.py
+                                   --loss selects, and L_truth (ours) for what negation means.
   3. contrastive_loss              the engineering: CLIP's loss without ever holding the N x M
                                    logits, a tiled autograd.Function with a hand-written backward
                                    (impl="triton": the fused GPU kernel in loss_triton.py).

@@ -2,12 +2,12 @@
 each trained on the world as the paper has it (every training negation false) and on the world
 where a fraction P of the training captions also carry a true negation (--true-negations P).
 
-    python bench/ablate.py                                       # the README's table
+    python bench/ablate.py --steps 300                           # docs/ablation.md's table
     python bench/ablate.py --variants clip semclip --seeds 0 --true-negations 0
     python bench/ablate.py --steps 200 --batch-size 64           # unknown flags go to train.py as they are
 
-A row is a variant on one world: `semclip` on the paper's world, `semclip_tn0.3` on the world
-with P = 0.3. Every (row, seed) is one `python train.py --loss ... [--true-negations P] --seed S
+A row is a variant on one world: `semclip` on the paper's world, `semclip_tn0.1` on the world
+with P = 0.1. Every (row, seed) is one `python train.py --loss ... [--true-negations P] --seed S
 --out OUT/<row>_s<S>` run, exactly the command a reader would type, timed from the outside, then
 evaluated on the held-out split (eval.evaluate_synth, the same for every P) into
 OUT/<row>_s<S>/results.json. The --main-rows run every seed, the others the first seed only.
@@ -72,7 +72,7 @@ def parse_args():
         description="Train every loss variant with the same seed, data, steps and model on the synthetic "
                     "negation world, evaluate each on its test split, and print one table (mean +- std over seeds).",
         epilog="examples:\n"
-               "  python bench/ablate.py --figure docs/margins.svg       # the README's Results: 5 variants x 3 seeds\n"
+               "  python bench/ablate.py --steps 300 --figure docs/margins.svg --mcq-figure docs/mcq.svg   # docs/ablation.md\n"
                "  python bench/ablate.py --variants clip semclip --seeds 0 --steps 200\n"
                "  python bench/ablate.py --out runs/bs64 --batch-size 64   # unknown flags are passed to train.py\n"
                "variants: " + ", ".join(f"{name} ({' '.join(flags)})" for name, flags in VARIANTS.items()),
