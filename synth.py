@@ -127,8 +127,8 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     # a true statement: one object that is NOT in the picture, negated in one of three placements
     absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names]
     linker, thing = NEGATION_LINKERS[rng.integers(3)], absent[rng.integers(len(absent))]
-    thing_paraphrased, placement, prefix = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng), rng.integers(3), template[:-2]
-    caption = _join(phrases)
+    thing_paraphrased = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng)
+    placement, caption, prefix = rng.integers(3), _join(phrases), template.removesuffix("{}")
     if placement == 0:  # alone, as NegBench's negation captions: "there is no Y", whose negation is "a Y"
         alone = NEGATION_FORMS[NEGATION_LINKERS.index(linker)]
         true = {"caption": alone.format(thing), "paraphrase": alone.format(thing_paraphrased), "negation": f"a {thing}"}

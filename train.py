@@ -457,7 +457,7 @@ def train(args, run: Run):
         optimizer.zero_grad(set_to_none=True)
         terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast, args.accumulation)
         # every term the loss returns, as the global-batch mean
-        stacked = torch.stack(list(terms.values())).float()
+        stacked = torch.stack([t.float() for t in terms.values()])
         values = dict(zip(terms, average_over_processes(stacked, run.world_size).tolist()))
         if not math.isfinite(values["loss"]):
             raise TrainingDiverged(f"step {step + 1}: the loss is {values['loss']}; stopped before updating the "
