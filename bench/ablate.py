@@ -52,6 +52,8 @@ VARIANTS = {
     "semclip_k8": ["--loss", "semclip", "--num-projections", "8"],
     "semclip_k96": ["--loss", "semclip", "--num-projections", "96"],      # K = the embedding width
     "semclip_learnable": ["--loss", "semclip", "--learnable-projections"],
+    "siglip": ["--loss", "siglip"],                                       # SemCLIP's terms, SigLIP's sigmoid
+    "conclip": ["--loss", "conclip"],                                     # CoN-CLIP: distractor images
     # + NegCLIP's hard negatives: the negations are also wrong answers for the image; L_para full, L_neg in K=2
     "semclip_hn_para96": ["--loss", "semclip_hn", "--paraphrase-projections", "96"],
     # + L_truth: the image must prefer its true negation to its false one (the best recipe's loss)
