@@ -5,6 +5,9 @@ Bad input (a file, a flag, a checkpoint) raises `DataError("file:line: problem; 
 from data.py so that model.py can raise it without importing the data stack.
 """
 
+import argparse
+import math
+import operator
 import sys
 
 
@@ -32,3 +35,29 @@ def run_cli(main, failures=(DataError,)):
         sys.exit(f"error: {one_line(error)}")
     except KeyboardInterrupt:
         sys.exit("interrupted")
+
+
+def number(kind=float, above=None, at_least=None, at_most=None):
+    """An argparse `type=`: a finite `kind` within the bounds. A value outside them is argparse's
+    usage line and exit status 2 ("argument --lr: -1 is not > 0"), never a traceback later on.
+    Standard library only, so gen_triplets.py can use it too."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        for bound, holds, word in ((above, operator.gt, ">"), (at_least, operator.ge, ">="), (at_most, operator.le, "<=")):
+            if bound is not None and not holds(value, bound):
+                raise argparse.ArgumentTypeError(f"{text} is not {word} {bound}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive = number(above=0)                    # --lr, --timeout, --temperature
+non_negative = number(at_least=0)             # --weight-decay, --grad-clip (0 = off)
+fraction = number(at_least=0, at_most=1)      # --true-negations, AdamW's betas
+count = number(int, at_least=1)               # --steps, --batch-size
+non_negative_int = number(int, at_least=0)    # --workers, --warmup
