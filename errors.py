@@ -48,7 +48,8 @@ def number(kind=float, above=None, at_least=None, at_most=None):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        for bound, holds, word in ((above, operator.gt, ">"), (at_least, operator.ge, ">="), (at_most, operator.le, "<=")):
+        bounds = ((above, operator.gt, ">"), (at_least, operator.ge, ">="), (at_most, operator.le, "<="))
+        for bound, holds, word in bounds:
             if bound is not None and not holds(value, bound):
                 raise argparse.ArgumentTypeError(f"{text} is not {word} {bound}")
         return value
