@@ -1,4 +1,4 @@
-"""eval.py: metrics on hand-checkable cases, the synth benchmark, the command line."""
+"""eval.py and benchmarks.py: metrics on hand-checkable cases, each benchmark's files as released, the command line."""
 
 import csv
 import dataclasses
@@ -12,12 +12,14 @@ import pytest
 import torch
 import torchvision
 
+import benchmarks
 import eval as evaluation
 from data import CLIP_MEAN, CLIP_STD
-from tokenizer import get_tokenizer
+from errors import DataError
 from eval import format_table, recall_at
 from model import ModelConfig
-from synth import SYNONYMS
+from synth import SYNONYMS, synth_classes
+from tokenizer import get_tokenizer
 
 from conftest import SUGARCREPE_PP, help_examples, run_python
 
@@ -143,8 +145,8 @@ def write_ccneg(root, samples, decoys=0, images=True):
         paths.append(f"/workspace/datasets/cc3m/{name}")
         annotations.append({"json": {"caption": caption, "key": name}, "sop_data": {"negative-prompt": negation}})
         if images and i >= decoys:
-            write_image(root / evaluation.CCNEG_IMAGES / name, i)
-    torch.save({"image_paths": paths, "annotations": annotations}, root / evaluation.CCNEG_FILE)
+            write_image(root / benchmarks.CCNEG_IMAGES / name, i)
+    torch.save({"image_paths": paths, "annotations": annotations}, root / benchmarks.CCNEG_FILE)
     return root
 
 
@@ -157,7 +159,7 @@ def test_cc_neg_counts_strict_wins_and_ties_by_hand(tmp_path):
     texts = {"a dog on grass": basis(0), "a dog not on grass": basis(1), "a red car": basis(2),
              "a cat": basis(3), "no cat": basis(4), "two birds": basis(5), "two birds without a nest": basis(6)}
     images = {2: basis(0), 3: basis(2), 4: basis(4), 5: basis(5)}
-    records = evaluation.read_ccneg(root, split_size=4)
+    records = benchmarks.read_ccneg(root, split_size=4)
     assert [r["negation"] for r in records] == ["a dog not on grass", "a red car", "no cat", "two birds without a nest"]
     n, metrics = evaluation.evaluate_cc_neg(PlantedModel(images, texts), "cl100k_base", records)
     assert n == 4 and metrics == {"orig_over_neg": 2 / 4, "ties": 1 / 4}
@@ -167,10 +169,10 @@ def test_cc_neg_test_split_is_the_last_40000_samples(tmp_path):
     samples = [(f"caption {i}", f"negation, {i}") for i in range(40_000)]
     root = write_ccneg(tmp_path, samples, decoys=3, images=False)
     for i in range(3, 6):
-        write_image(root / evaluation.CCNEG_IMAGES / f"{i:09d}.jpg", i)
-    records = evaluation.read_ccneg(root, limit=3)  # the split starts at sample 3: decoys 0-2 have no images
+        write_image(root / benchmarks.CCNEG_IMAGES / f"{i:09d}.jpg", i)
+    records = benchmarks.read_ccneg(root, limit=3)  # the split starts at sample 3: decoys 0-2 have no images
     assert [r["caption"] for r in records] == ["caption 0", "caption 1", "caption 2"]
-    assert records[0]["image"] == root / evaluation.CCNEG_IMAGES / "000000003.jpg"
+    assert records[0]["image"] == root / benchmarks.CCNEG_IMAGES / "000000003.jpg"
 
 
 def test_cc_neg_csv_uses_the_authors_seed_42_split(tmp_path):
@@ -180,7 +182,7 @@ def test_cc_neg_csv_uses_the_authors_seed_42_split(tmp_path):
         writer.writerows([[i, f"caption {i}", f"negation {i}", f"paraphrase {i}"] for i in range(30)])
     for i in range(30):
         write_image(tmp_path / "images" / f"{i:09d}.jpg", i)
-    records = evaluation.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path / "images")
+    records = benchmarks.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path / "images")
     # pandas' df.sample(frac=1, random_state=42) draws RandomState(42).choice(n, n, replace=False);
     # train, validation, test = 24, 3, 3 rows of that order
     expected = np.random.RandomState(42).choice(30, 30, replace=False)[27:]
@@ -192,9 +194,9 @@ def test_cc_neg_csv_uses_the_authors_seed_42_split(tmp_path):
 def scpp_root(tmp_path_factory):
     """The five official SugarCrepe++ files with a generated image per COCO file name."""
     root = tmp_path_factory.mktemp("scpp")
-    for category in evaluation.SCPP_CATEGORIES:
+    for category in benchmarks.SCPP_CATEGORIES:
         shutil.copy(SUGARCREPE_PP / f"{category}.json", root)
-    names = sorted({item["filename"] for c in evaluation.SCPP_CATEGORIES
+    names = sorted({item["filename"] for c in benchmarks.SCPP_CATEGORIES
                     for item in json.loads((SUGARCREPE_PP / f"{c}.json").read_text())})
     for i, name in enumerate(names):
         write_image(root / "images" / name, i, size=(8, 8))
@@ -204,10 +206,10 @@ def scpp_root(tmp_path_factory):
 def test_sugarcrepe_pp_metrics_equal_a_hand_count(scpp_root):
     root, image_ids = scpp_root
     model = PlantedModel()
-    n, metrics = evaluation.evaluate_sugarcrepe_pp(model, "cl100k_base", evaluation.read_sugarcrepe_pp(root))
+    n, metrics = evaluation.evaluate_sugarcrepe_pp(model, "cl100k_base", benchmarks.read_sugarcrepe_pp(root))
     assert n == 4757
     expected = {}
-    for category in evaluation.SCPP_CATEGORIES:
+    for category in benchmarks.SCPP_CATEGORIES:
         counts = dict.fromkeys(["itt", "tot", "img_p1", "img_p2"], 0)
         items = json.loads((SUGARCREPE_PP / f"{category}.json").read_text())
         for item in items:
@@ -220,7 +222,7 @@ def test_sugarcrepe_pp_metrics_equal_a_hand_count(scpp_root):
             counts["tot"] += float(p1 @ p2) > float(p1 @ neg) and float(p1 @ p2) > float(p2 @ neg)
         expected.update({f"{category}/{name}": count / len(items) for name, count in counts.items()})
     for name in ("itt", "tot", "img_p1", "img_p2"):
-        expected[f"mean/{name}"] = sum(expected[f"{c}/{name}"] for c in evaluation.SCPP_CATEGORIES) / 5
+        expected[f"mean/{name}"] = sum(expected[f"{c}/{name}"] for c in benchmarks.SCPP_CATEGORIES) / 5
     assert metrics.keys() == expected.keys()
     assert metrics == expected
     assert not any(text != text.strip() for text in model.seen_texts)  # trailing spaces and newlines stripped
@@ -228,7 +230,7 @@ def test_sugarcrepe_pp_metrics_equal_a_hand_count(scpp_root):
 
 def test_sugarcrepe_pp_items_whose_negative_is_the_caption_never_count(scpp_root):
     root, _ = scpp_root
-    swap_obj = evaluation.read_sugarcrepe_pp(root)["swap_obj"]
+    swap_obj = benchmarks.read_sugarcrepe_pp(root)["swap_obj"]
     same = [r for r in swap_obj if r["negation"] == r["caption"]]
     assert [r["where"].rsplit("(", 1)[1] for r in same] == ["id 2)", "id 8)"]
     n, metrics = evaluation.evaluate_sugarcrepe_pp(PlantedModel(), "cl100k_base", {"swap_obj": same})
@@ -254,7 +256,7 @@ def test_zeroshot_original_and_negated_prompts_on_a_cifar10_folder(tmp_path, mon
     texts = {f"this is a photo of a {c}": basis(i, 10) for i, c in enumerate(classes)}
     texts.update({f"this is not a photo of a {c}": basis((i + 1) % 10, 10) for i, c in enumerate(classes)})
     model = PlantedModel({i: basis(i, 10) for i in range(10)}, texts)
-    n, metrics = evaluation.evaluate_zeroshot(model, "cl100k_base", evaluation.read_zeroshot("cifar10", tmp_path))
+    n, metrics = evaluation.evaluate_zeroshot(model, "cl100k_base", benchmarks.read_zeroshot("cifar10", tmp_path))
     orig = sum(c == y for c, y in zip(colour_ids, labels)) / 12                 # 11 of 12
     neg = sum((c - 1) % 10 == y for c, y in zip(colour_ids, labels)) / 12       # 1 of 12: shows 3, labelled 2
     assert n == 12 and metrics == pytest.approx({"orig_acc": orig, "neg_acc": neg, "delta": orig - neg})
@@ -274,7 +276,7 @@ def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
     texts = {"a dog": basis(0), "no dog": basis(1), "a cat": basis(2), "no cat": basis(3)}
     model = PlantedModel({i: texts[shows] for i, (shows, *_) in enumerate(rows)}, texts)
     n, metrics = evaluation.evaluate_negbench_mcq(model, "cl100k_base",
-                                                  evaluation.read_negbench_mcq(tmp_path / "mcq.csv", tmp_path))
+                                                  benchmarks.read_negbench_mcq(tmp_path / "mcq.csv", tmp_path))
     assert n == 3 and metrics == {"accuracy": 2 / 3, "positive/accuracy": 1.0, "negative/accuracy": 0.5}
 
 
@@ -288,15 +290,15 @@ def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir
         record["negation"] = record["negation"].replace(",", "")
     (root / "synth" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     ccneg = root / "cc_neg"
-    (ccneg / evaluation.CCNEG_IMAGES).mkdir(parents=True)
+    (ccneg / benchmarks.CCNEG_IMAGES).mkdir(parents=True)
     for record in records:
-        (ccneg / evaluation.CCNEG_IMAGES / Path(record["image"]).name).symlink_to(synth_dir / record["image"])
+        (ccneg / benchmarks.CCNEG_IMAGES / Path(record["image"]).name).symlink_to(synth_dir / record["image"])
     decoy = {"json": {"caption": "not in the test split"}, "sop_data": {"negative-prompt": "no"}}
     torch.save({"image_paths": ["/workspace/datasets/cc3m/missing.jpg"] * 5
                 + [f"/workspace/datasets/cc3m/{Path(r['image']).name}" for r in records],
                 "annotations": [decoy] * 5 + [{"json": {"caption": r["caption"]},
                                                "sop_data": {"negative-prompt": r["negation"]}} for r in records]},
-               ccneg / evaluation.CCNEG_FILE)
+               ccneg / benchmarks.CCNEG_FILE)
     result = run_python("eval.py", "--bench", "all", "--ckpt", tiny_ckpt, "--data-root", root, "--device", "cpu",
                      "--split-size", len(records), "--out", tmp_path / "results.json")
     assert result.returncode == 0, result.stderr
@@ -352,7 +354,7 @@ SYNTH_IMAGES = [["red circle"], ["blue square"], ["green triangle", "yellow cros
 class WordModel(PlantedModel):
     def __init__(self, reads_negation):
         super().__init__()
-        self.reads_negation, self.classes = reads_negation, evaluation.synth_classes()
+        self.reads_negation, self.classes = reads_negation, synth_classes()
 
     def encode_image(self, images):
         pixels = (images[:, :, 16, 16] * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)) * 255
@@ -435,11 +437,11 @@ def test_help_examples_parse():
 def test_data_without_negations_is_explained_without_training_flags(tmp_path):
     """eval trains nothing: its messages say what the bench needs, not which --loss to train with."""
     (tmp_path / "test.jsonl").write_text(json.dumps({"image": "a.png", "caption": "a cat", "paraphrase": "cat"}) + "\n")
-    with pytest.raises(evaluation.DataError) as synth:
+    with pytest.raises(DataError) as synth:
         evaluation.evaluate_synth(PlantedModel(), "cl100k_base", tmp_path)
     (tmp_path / "ccneg.csv").write_text("image_number,caption\n1,a cat\n")
-    with pytest.raises(evaluation.DataError) as cc_neg:
-        evaluation.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path)
+    with pytest.raises(DataError) as cc_neg:
+        benchmarks.read_ccneg_csv(tmp_path / "ccneg.csv", tmp_path)
     assert "missing key 'negation'" in str(synth.value)
     assert "--bench synth scores paraphrases and negations" in str(synth.value)
     assert "cc_neg scores each caption against its negation" in str(cc_neg.value)

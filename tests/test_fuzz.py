@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import eval as evaluation
+import benchmarks
 import gen_triplets
 from data import read_triplets
 from errors import DataError
@@ -99,15 +99,15 @@ def semclip_authors_csv(folder):
 
 def cc_neg_preprocessed_pt(folder):
     names = [f"{i:09d}.jpg" for i in range(3)]
-    touch(*(folder / evaluation.CCNEG_IMAGES / name for name in names))
+    touch(*(folder / benchmarks.CCNEG_IMAGES / name for name in names))
     torch.save({"image_paths": [f"/workspace/datasets/cc3m/{name}" for name in names],
                 "annotations": [{"json": {"caption": f"a café {i}"}, "sop_data": {"negative-prompt": f"no café, {i}"}}
-                                for i in range(3)]}, folder / evaluation.CCNEG_FILE)
-    return folder / evaluation.CCNEG_FILE
+                                for i in range(3)]}, folder / benchmarks.CCNEG_FILE)
+    return folder / benchmarks.CCNEG_FILE
 
 
 def sugarcrepe_pp_json(folder):
-    for category in evaluation.SCPP_CATEGORIES:  # the first two items of each official file
+    for category in benchmarks.SCPP_CATEGORIES:  # the first two items of each official file
         items = json.loads((SUGARCREPE_PP / f"{category}.json").read_text())[:2]
         (folder / f"{category}.json").write_text(json.dumps(items, ensure_ascii=False))
         touch(*(folder / "images" / item["filename"] for item in items))
@@ -182,11 +182,11 @@ def both_texts(path):
 FORMATS = {  # name: (write a small valid file into a folder and return its path, the public reader, its error)
     "triplets JSONL": (lambda folder: write_jsonl(folder / "triplets.jsonl", TRIPLETS), both_texts, DataError),
     "triplets CSV": (triplets_csv, both_texts, DataError),
-    "the SemCLIP authors' CSV": (semclip_authors_csv, lambda p: evaluation.read_ccneg_csv(p, p.parent / "images"),
+    "the SemCLIP authors' CSV": (semclip_authors_csv, lambda p: benchmarks.read_ccneg_csv(p, p.parent / "images"),
                                  DataError),
-    "CC-Neg .pt": (cc_neg_preprocessed_pt, lambda p: evaluation.read_ccneg(p.parent, split_size=2), DataError),
-    "SugarCrepe++ JSON": (sugarcrepe_pp_json, lambda p: evaluation.read_sugarcrepe_pp(p.parent), DataError),
-    "NegBench MCQ CSV": (negbench_mcq_csv, lambda p: evaluation.read_negbench_mcq(p, p.parent), DataError),
+    "CC-Neg .pt": (cc_neg_preprocessed_pt, lambda p: benchmarks.read_ccneg(p.parent, split_size=2), DataError),
+    "SugarCrepe++ JSON": (sugarcrepe_pp_json, lambda p: benchmarks.read_sugarcrepe_pp(p.parent), DataError),
+    "NegBench MCQ CSV": (negbench_mcq_csv, lambda p: benchmarks.read_negbench_mcq(p, p.parent), DataError),
     "train.py checkpoint": (train_py_checkpoint, load_checkpoint, DataError),
     "open_clip .bin": (open_clip_bin, load_checkpoint, DataError),
     "open_clip training checkpoint": (open_clip_training_checkpoint, CLIP.from_pretrained, DataError),
