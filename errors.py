@@ -37,7 +37,7 @@ def run_cli(main, failures=(DataError,)):
         sys.exit("interrupted")
 
 
-def number(kind=float, above=None, at_least=None, at_most=None):
+def number(kind=float, above=None, at_least=None, at_most=None, below=None):
     """An argparse `type=`: a finite `kind` within the bounds. A value outside them is argparse's
     usage line and exit status 2 ("argument --lr: -1 is not > 0"), never a traceback later on.
     Standard library only, so gen_triplets.py can use it too."""
@@ -48,7 +48,8 @@ def number(kind=float, above=None, at_least=None, at_most=None):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        bounds = ((above, operator.gt, ">"), (at_least, operator.ge, ">="), (at_most, operator.le, "<="))
+        bounds = ((above, operator.gt, ">"), (at_least, operator.ge, ">="), (at_most, operator.le, "<="),
+                  (below, operator.lt, "<"))
         for bound, holds, word in bounds:
             if bound is not None and not holds(value, bound):
                 raise argparse.ArgumentTypeError(f"{text} is not {word} {bound}")
@@ -59,6 +60,6 @@ def number(kind=float, above=None, at_least=None, at_most=None):
 
 positive = number(above=0)                    # --lr, --timeout, --temperature
 non_negative = number(at_least=0)             # --weight-decay, --grad-clip (0 = off)
-fraction = number(at_least=0, at_most=1)      # --true-negations, AdamW's betas
+fraction = number(at_least=0, at_most=1)      # --true-negations
 count = number(int, at_least=1)               # --steps, --batch-size
 non_negative_int = number(int, at_least=0)    # --workers, --warmup
