@@ -29,6 +29,7 @@ from data import IMAGE_TRANSFORMS, TripletDataset, image_transform, read_triplet
 from errors import DataError, one_line, run_cli
 from model import describe_loaded, load_checkpoint
 from overlap import count_overlap
+from results import provenance
 from synth import DEFAULT_SYNTH_DIR, MCQ_KINDS, negation_probes, synonymize, synth_classes
 from tokenizer import tokenize, trim_padding
 
@@ -278,10 +279,12 @@ def print_report(name, label, n, metrics):
 
 
 def write_results(path, bench, checkpoint, n, metrics, **extra):
+    """A results JSON (results.py renders the pages' tables from them); `seed=S` among `extra` also goes
+    into its provenance: how to make the file again."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"bench": bench, "checkpoint": str(checkpoint), "n": n, "metrics": metrics, **extra},
-                               indent=2) + "\n")
+    path.write_text(json.dumps({"bench": bench, "checkpoint": str(checkpoint), "n": n, "metrics": metrics, **extra,
+                                "provenance": provenance(extra.get("seed"))}, indent=2) + "\n")
 
 
 
