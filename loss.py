@@ -371,7 +371,8 @@ class TiledContrastiveLoss(torch.autograd.Function):
         return grad_q.to(queries.dtype), grad_k.to(keys.dtype), grad_scale, None, None, None
 
 
-IMPLEMENTATIONS = ("auto", "triton", "tiled", "reference")
+IMPLEMENTATIONS = ("auto", "triton", "triton-bf16", "tiled", "reference")
+AUTO_TRITON_DEVICES = ("cuda",)  # where impl="auto" measures the Triton kernel against the tiled op
 
 
 def check_impl(impl):
@@ -390,20 +391,23 @@ def triton_available() -> bool:
 def _contrastive(queries, keys, logit_scale, positive_offset, symmetric, chunk_size, impl):
     """Dispatch one contrastive loss to an implementation; all give the same numbers.
 
-    auto: the Triton kernel for CUDA features of one dtype it supports (fp32, bf16, fp16) when
-    triton imports; the tiled op everywhere else (CPU, float64 for gradcheck, mixed dtypes)."""
+    auto: on CUDA with triton installed, the faster of the Triton kernel and the tiled op, measured
+    correct on the first call of each kind (loss_triton.auto_impl); the tiled op everywhere else.
+    triton-bf16: the kernel with fp32 features rounded to bf16 on chip (tensor cores)."""
     check_impl(impl)
     scale = logit_scale if torch.is_tensor(logit_scale) else torch.tensor(logit_scale, device=queries.device)
     if impl == "auto":
-        kernel_fits = queries.is_cuda and queries.dtype == keys.dtype != torch.float64
-        impl = "triton" if kernel_fits and triton_available() else "tiled"
+        impl = "tiled"
+        if queries.device.type in AUTO_TRITON_DEVICES and triton_available():
+            from loss_triton import auto_impl
+            impl = auto_impl(queries, keys, scale, positive_offset, symmetric, chunk_size)
     if impl == "reference":
         if symmetric:
             return contrastive_loss_reference(queries, keys, scale)
         return one_way_contrastive_loss_reference(queries, keys, scale, positive_offset)
-    if impl == "triton":
+    if impl in ("triton", "triton-bf16"):
         from loss_triton import TritonContrastiveLoss
-        return TritonContrastiveLoss.apply(queries, keys, scale, positive_offset, symmetric)
+        return TritonContrastiveLoss.apply(queries, keys, scale, positive_offset, symmetric, impl == "triton-bf16")
     return TiledContrastiveLoss.apply(queries, keys, scale, positive_offset, symmetric, chunk_size)
 
 
@@ -414,7 +418,8 @@ def contrastive_loss(image_features, text_features, logit_scale, chunk_size=None
     N..M-1 are extra image->text negatives. Memory O((N + M) * chunk_size) instead of O(N * M);
     chunk_size=None picks `TILE_ELEMENTS[device] // M` rows per tile. Returns an fp32 scalar (float64 for
     float64 input) whatever the feature dtype; gradients come back in the features' dtypes.
-    impl: "auto" (Triton on CUDA, tiled elsewhere), "triton", "tiled" or "reference".
+    impl: "auto" (CUDA: the faster correct one of triton and tiled, measured; tiled elsewhere), "triton",
+    "triton-bf16" (fp32 features as bf16 tiles), "tiled" or "reference".
     """
     return _contrastive(image_features, text_features, logit_scale, 0, True, chunk_size, impl)
 
