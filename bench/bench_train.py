@@ -7,7 +7,7 @@ random images and random captions padded to the context length (the same tensors
              through train.train_step, the function train.py runs
   open_clip  open_clip.model.CLIP built with the same widths, layers, heads, patch, image size,
              context, vocabulary (100277) and GELU, + open_clip.loss.ClipLoss
-             (pip install -r bench/requirements.txt)
+             (pip install -r bench/requirements.txt; its columns show "-" with a note if it is absent)
   open_clip+fused  the same open_clip step with train.py's optimizer: shows where the gap comes from
   semclip    ours with the full SemCLIP loss: three texts per image (for information; more work)
 
@@ -25,6 +25,7 @@ what the other methods' models and optimizers hold (so: what this method alone n
 """
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -141,6 +142,9 @@ def main():
     device = torch.device(args.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
     methods = ("ours", "open_clip", "open_clip+fused", "semclip")
+    if importlib.util.find_spec("open_clip") is None:  # e.g. a GPU machine without internet
+        methods = ("ours", "semclip")
+        print("note: open_clip is not installed (pip install -r bench/requirements.txt); its columns are skipped")
     print(f"device {device} ({torch.get_num_threads()} threads), {args.precision}, batch {args.batch_size}, "
           f"torch {torch.__version__}; median of {args.repeats} interleaved runs of {args.steps} steps")
     rows = []
@@ -170,9 +174,10 @@ def main():
                 if device.type == "cuda":
                     peaks[method].append((torch.cuda.max_memory_allocated(device) - others) / 2 ** 30)
         median = {m: statistics.median(rates[m]) for m in methods}
-        memory = {m: f"{max(peaks[m]):.2f}" if peaks[m] else "-" for m in methods}
-        rows.append((preset, f"{median['ours']:.1f}", f"{median['open_clip']:.1f}",
-                     f"{median['ours'] / median['open_clip']:.2f}", f"{median['open_clip+fused']:.1f}",
+        rate = {m: f"{median[m]:.1f}" if m in median else "-" for m in ("ours", "open_clip", "open_clip+fused")}
+        memory = {m: f"{max(peaks[m]):.2f}" if peaks.get(m) else "-" for m in ("ours", "open_clip", "semclip")}
+        ratio = f"{median['ours'] / median['open_clip']:.2f}" if "open_clip" in median else "-"
+        rows.append((preset, rate["ours"], rate["open_clip"], ratio, rate["open_clip+fused"],
                      f"{median['semclip']:.1f}", memory["ours"], memory["open_clip"], memory["semclip"]))
         del steps, resting
     header = ("preset", "ours img/s", "open_clip img/s", "ours/open_clip", "open_clip+fused img/s",
