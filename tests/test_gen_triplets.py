@@ -1,10 +1,11 @@
 """
 gen_triplets.py: every caption ends as exactly one output or reject line, under every fault a
-server can throw, under kill -9 + resume, without ever writing the API key; plus one run against
-a real OpenAI-compatible server (llama-cpp-python + SmolLM2-135M) when it is installed.
+server can throw, under kill -9 + resume, without ever writing the API key; a server that is down
+stops the run and rejects nothing; --true-negations denies an object the labels rule out (or, with
+no labels, one the LLM names) and the result trains semclip_tn; plus one run against a real
+OpenAI-compatible server (llama-cpp-python + SmolLM2-135M) when it is installed.
 """
 
-import email.utils
 import json
 import os
 import re
@@ -21,9 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import absent_objects  # noqa: E402
 import gen_triplets  # noqa: E402
-from conftest import SUGARCREPE_PP, help_examples  # noqa: E402
-from fake_llm_server import FAULTS, FakeLLM, good_answer  # noqa: E402
+from conftest import ROOT, SUGARCREPE_PP, help_examples  # noqa: E402
+from fake_llm_server import FAULTS, PROPOSED_OBJECT, FakeLLM, good_answer  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "gen_triplets.py"
 FAST = ["--timeout", "0.5", "--backoff-base", "0.01", "--backoff-max", "0.05", "--progress-every", "0"]
@@ -33,12 +35,20 @@ def caption(number):
     return f"a brown dog number {number} sleeps on a red mat"
 
 
-def write_captions(path, count, with_ids=True):
+def labels(number):
+    """Object labels of the image of caption(number): a dog, and a room's furniture."""
+    return ["dog", *(["couch"], ["bed"], ["chair", "dining table"])[number % 3]]
+
+
+def write_captions(path, count, with_ids=True, objects=None):
+    """Caption records; objects(number) gives the image's labels (None: no labels)."""
     with open(path, "w") as file:
         for number in range(count):
             record = {"image": f"images/{number}.png", "caption": caption(number)}
             if with_ids:
                 record["id"] = f"c{number}"
+            if objects and objects(number) is not None:
+                record["objects"] = objects(number)
             file.write(json.dumps(record) + "\n")
     return path
 
@@ -61,6 +71,24 @@ def run(tmp_path, fake, *flags, count=None):
 def assert_each_once(expected_ids, outputs, rejects):
     ids = [record["id"] for record in outputs + rejects]
     assert sorted(ids) == sorted(expected_ids)
+
+
+def assert_true_negations(outputs):
+    """Every line has a true negation; with labels, its object is neither labelled nor named by the caption."""
+    for record in outputs:
+        assert record["true_negation"] and record["absent_object"]
+        if "objects" in record:
+            assert record["absent_source"] == "labels" and record["absent_object"] not in record["objects"]
+            assert not set(absent_objects.words(record["absent_object"])) & set(absent_objects.words(record["caption"]))
+        else:
+            assert record["absent_source"] == "caption"
+
+
+def closed_port():
+    """A port that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # -----------------------------------------------------------------------------
@@ -159,6 +187,47 @@ def test_the_api_key_is_sent_but_never_printed_or_written(tmp_path, capsys, monk
 
 
 # -----------------------------------------------------------------------------
+# A server that is down is not a bad caption
+
+def test_nothing_listening_stops_the_run_at_once_with_one_line_and_writes_nothing(tmp_path):
+    captions = write_captions(tmp_path / "captions.jsonl", 40)
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(tmp_path / "t.jsonl"),
+                             "--base-url", url, "--model", "m"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and time.monotonic() - start < 30, "default retries and backoff, yet at once"
+    assert result.stderr.strip().splitlines() == [f"gen_triplets: cannot reach {url}/chat/completions: connection "
+                                                  "refused; is the server running? (check --base-url)"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.jsonl"]
+
+
+def test_a_server_that_dies_midway_stops_the_run_rejects_nothing_and_a_rerun_finishes(tmp_path):
+    captions = write_captions(tmp_path / "captions.jsonl", 60)
+    out = tmp_path / "triplets.jsonl"
+    command = [sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(out), "--model", "fake",
+               "--concurrency", "2", *FAST]
+    fake = FakeLLM(delay=0.02)
+    process = subprocess.Popen(command + ["--base-url", fake.url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    while (not out.exists() or out.read_text().count("\n") < 20) and process.poll() is None:
+        time.sleep(0.01)
+    fake.close()
+    assert process.wait(30) == 1
+    last_line = process.stderr.read().strip().splitlines()[-1]
+    process.stderr.close()
+    assert f"lost {fake.url}/chat/completions: cannot connect: connection refused after 7 tries" in last_line
+    assert "Rerun the same command to resume" in last_line
+    stopped_at = read_jsonl(out)
+    assert 20 <= len(stopped_at) < 60 and read_jsonl(tmp_path / "triplets.jsonl.rejects.jsonl") == []
+    with FakeLLM(port=int(fake.url.split(":")[-1].split("/")[0])) as back:
+        rerun = subprocess.run(command + ["--base-url", back.url], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    outputs = read_jsonl(out)
+    assert outputs[:len(stopped_at)] == stopped_at
+    assert_each_once([f"c{number}" for number in range(60)], outputs, [])
+
+
+# -----------------------------------------------------------------------------
 # Paraphrase methods and verification
 
 def test_back_translation_goes_through_the_pivot_and_back(tmp_path):
@@ -181,6 +250,140 @@ def test_a_pair_the_verifier_rejects_is_regenerated(tmp_path):
         models = [body["model"] for _, _, body, _ in fake.requests]
     assert status == 0 and len(outputs) == 1
     assert models == ["fake", "judge", "fake", "judge"]
+
+
+# -----------------------------------------------------------------------------
+# True negations (--true-negations)
+
+def test_with_labels_the_true_negation_denies_a_plausible_object_neither_labelled_nor_named(tmp_path):
+    write_captions(tmp_path / "captions.jsonl", 12, objects=labels)
+    with FakeLLM() as fake:
+        status, outputs, rejects = run(tmp_path, fake, "--true-negations")
+        asked = [json.loads(body["messages"][1]["content"]) for _, _, body, _ in fake.requests
+                 if body["messages"][0]["content"] == gen_triplets.TRUE_NEGATION_PROMPT]
+    assert status == 0 and rejects == [] and len(outputs) == 12
+    assert_true_negations(outputs)
+    for record in outputs:
+        assert record["objects"] == labels(int(record["id"][1:]))
+        assert record["absent_object"] in {"couch", "bed", "chair", "dining table"}, "seen with a dog elsewhere"
+        assert record["true_negation"] == f"{record['caption']}, and there is no {record['absent_object']}"
+        assert {"caption": record["caption"], "absent_object": record["absent_object"]} in asked
+    assert len(asked) == 12
+
+
+def test_coco_instances_give_each_image_its_labels_by_file_name(tmp_path):
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps({
+        "categories": [{"id": 18, "name": "dog"}, {"id": 17, "name": "cat"}, {"id": 16, "name": "bird"}],
+        "images": [{"id": number, "file_name": f"{number}.png"} for number in range(4)],
+        "annotations": [{"image_id": number, "category_id": 17} for number in range(4)]}))
+    write_captions(tmp_path / "captions.jsonl", 4)
+    with FakeLLM() as fake:
+        status, outputs, _ = run(tmp_path, fake, "--true-negations", "--coco-instances", str(instances))
+    assert status == 0
+    assert {(record["absent_object"], record["absent_source"]) for record in outputs} == {("bird", "labels")}
+
+
+def test_an_image_missing_from_the_instances_file_stops_the_run_before_any_request(tmp_path, capsys):
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps({"categories": [{"id": 1, "name": "cat"}],
+                                     "images": [{"id": 1, "file_name": "0.png"}], "annotations": []}))
+    write_captions(tmp_path / "captions.jsonl", 2)
+    with FakeLLM() as fake:
+        status, outputs, _ = run(tmp_path, fake, "--true-negations", "--coco-instances", str(instances))
+        assert fake.requests == []
+    assert status == 1 and outputs == []
+    assert capsys.readouterr().err.strip().endswith(f"captions.jsonl: line 2: image 1.png is not in {instances}; "
+                                                    "pass the instances file of the split the captions come from")
+
+
+def test_without_labels_the_llm_names_the_absent_object_and_the_record_says_so(tmp_path):
+    with FakeLLM() as fake:
+        status, outputs, _ = run(tmp_path, fake, "--true-negations", count=3)
+        systems = [body["messages"][0]["content"] for _, _, body, _ in fake.requests]
+    assert status == 0 and len(outputs) == 3
+    assert_true_negations(outputs)
+    assert {(record["absent_object"], record["absent_source"]) for record in outputs} == {(PROPOSED_OBJECT, "caption")}
+    assert systems.count(gen_triplets.PROPOSE_ABSENT_PROMPT) == 3
+
+
+def test_a_true_negation_that_fails_its_check_is_asked_again_without_redoing_the_pair(tmp_path):
+    (tmp_path / "vocab.txt").write_text("cat\n")
+    write_captions(tmp_path / "captions.jsonl", 2, objects=lambda number: ["dog"] if number == 0 else None)
+    labelled = json.dumps({"caption": caption(0), "absent_object": "cat"})
+    unlabelled = json.dumps({"caption": caption(1)})
+    with FakeLLM(plan={labelled: ["forgets_object"], unlabelled: ["names_present"] * 3}) as fake:
+        status, outputs, rejects = run(tmp_path, fake, "--true-negations", "--vocab", str(tmp_path / "vocab.txt"))
+        asked = [body["messages"][1]["content"] for _, _, body, _ in fake.requests]
+    assert status == 3
+    assert [(record["id"], record["absent_object"]) for record in outputs] == [("c0", "cat")]
+    assert [record["id"] for record in rejects] == ["c1"]
+    assert rejects[0]["reason"].count("absent_object 'mat' is named by the caption") == 3
+    assert asked.count(caption(0)) == asked.count(caption(1)) == 1, "the pair is asked for once"
+    assert asked.count(labelled) == 2
+
+
+def test_a_pair_and_a_true_negation_the_verifier_rejects_are_regenerated_apart(tmp_path):
+    denial = {"caption": caption(0), "absent_object": PROPOSED_OBJECT,
+              "true_negation": good_answer(json.dumps({"caption": caption(0)}))["true_negation"]}
+    with FakeLLM(plan={json.dumps(denial): ["says_no"]}) as fake:
+        status, outputs, _ = run(tmp_path, fake, "--true-negations", "--verify", "--verify-model", "judge", count=1)
+        asked = [(body["model"], body["messages"][0]["content"]) for _, _, body, _ in fake.requests]
+    assert status == 0 and len(outputs) == 1
+    assert asked == [("fake", gen_triplets.TRIPLET_PROMPT), ("judge", gen_triplets.VERIFY_PROMPT)] + [
+        ("fake", gen_triplets.PROPOSE_ABSENT_PROMPT), ("judge", gen_triplets.VERIFY_TRUE_NEGATION_PROMPT)] * 2
+
+
+def test_a_caption_with_no_object_left_to_deny_is_rejected_without_a_request(tmp_path):
+    (tmp_path / "vocab.txt").write_text("dog\ncouch\n")
+    write_captions(tmp_path / "captions.jsonl", 1, objects=lambda number: ["couch"])
+    with FakeLLM() as fake:
+        status, outputs, rejects = run(tmp_path, fake, "--true-negations", "--vocab", str(tmp_path / "vocab.txt"))
+        assert fake.requests == []
+    assert (status, outputs) == (3, [])
+    assert "no object of the vocabulary is surely absent" in rejects[0]["reason"]
+
+
+def test_a_rerun_with_true_negations_refuses_an_output_written_without_them(tmp_path, capsys):
+    with FakeLLM() as fake:
+        assert run(tmp_path, fake, "--limit", "1", count=2)[0] == 0
+        status, outputs, _ = run(tmp_path, fake, "--true-negations")
+    assert status == 1 and len(outputs) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "triplets.jsonl: line 1: no true_negation, absent_object: written by a run without --true-negations; "
+        "give another --out")
+
+
+def write_images(triplets_path):
+    """A small PNG for each image the triplets name, so that they train."""
+    import torch
+    import torchvision
+    for record in read_jsonl(triplets_path):
+        path = triplets_path.parent / record["image"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torchvision.io.write_png(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), str(path))
+
+
+def train_semclip_tn_one_step(triplets_path, run_dir):
+    """`data.py check` and one `train.py --loss semclip_tn` step on gen_triplets' output."""
+    write_images(triplets_path)
+    checked = subprocess.run([sys.executable, str(ROOT / "data.py"), "check", str(triplets_path), "--workers", "0"],
+                             capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(triplets_path), "--loss",
+                              "semclip_tn", "--model", "tiny", "--steps", "1", "--batch-size", "2", "--workers", "0",
+                              "--device", "cpu", "--out", str(run_dir)], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (run_dir / "ckpt.pt").is_file()
+
+
+def test_true_negation_triplets_pass_data_check_and_train_semclip_tn(tmp_path):
+    write_captions(tmp_path / "captions.jsonl", 4, objects=lambda number: labels(number) if number % 2 else None)
+    with FakeLLM() as fake:
+        status, outputs, _ = run(tmp_path, fake, "--true-negations")
+    assert status == 0 and len(outputs) == 4
+    train_semclip_tn_one_step(tmp_path / "triplets.jsonl", tmp_path / "run")
 
 
 # -----------------------------------------------------------------------------
@@ -208,11 +411,13 @@ def test_a_torn_last_line_is_cut_off_and_redone(tmp_path, capsys):
     assert "line 3 was cut short" in capsys.readouterr().err
 
 
-def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
-    captions = write_captions(tmp_path / "captions.jsonl", 150)
+@pytest.mark.parametrize("flags", [[], ["--true-negations"]])
+def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, flags):
+    captions = write_captions(tmp_path / "captions.jsonl", 150, objects=lambda number: labels(number) if number % 2
+                              else None)
     out = tmp_path / "triplets.jsonl"
     command = [sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(out), "--model", "fake",
-               "--concurrency", "4", *FAST]
+               "--concurrency", "4", *FAST, *flags]
     with FakeLLM(delay=0.02, fault_rate=0.1, seed=5, slow_s=0.7) as fake:
         process = subprocess.Popen(command + ["--base-url", fake.url], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -227,6 +432,8 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path):
     outputs, rejects = read_jsonl(out), read_jsonl(tmp_path / "triplets.jsonl.rejects.jsonl")
     assert outputs[:len(killed_at)] == killed_at
     assert_each_once([f"c{number}" for number in range(150)], outputs, rejects)
+    if flags:
+        assert_true_negations(outputs)
 
 
 def test_ctrl_c_stops_at_once_and_a_rerun_completes(tmp_path):
@@ -283,6 +490,26 @@ def test_bad_input_gives_one_clear_line_and_exit_1(tmp_path, name, content, mess
     assert not (tmp_path / "t.jsonl").exists()
 
 
+@pytest.mark.parametrize("flag, value", [
+    ("--timeout", "0"), ("--concurrency", "0"), ("--temperature", "-1"), ("--max-retries", "-1"),
+    ("--max-tokens", "0"), ("--backoff-base", "nan"), ("--limit", "two"), ("--base-url", "127.0.0.1:8000/v1"),
+])
+def test_a_bad_number_or_url_is_argparses_usage_line_and_exit_2(flag, value, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        gen_triplets.parser.parse_args(["--input", "c.jsonl", "--out", "t.jsonl", "--base-url", "http://h/v1",
+                                        "--model", "m", flag, value])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("usage:") and f"argument {flag}: " in err
+
+
+def test_a_given_zero_is_a_value_not_a_default(tmp_path):
+    with FakeLLM() as fake:
+        assert run(tmp_path, fake, "--limit", "0", count=2)[1:] == ([], [])
+        assert fake.requests == [], "--limit 0: nothing to do"
+        assert run(tmp_path, fake, "--temperature", "0", "--backoff-base", "0")[0] == 0
+        assert {body["temperature"] for _, _, body, _ in fake.requests} == {0.0}
+
+
 def test_help_shows_examples_that_parse():
     result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "examples:" in result.stdout and "--concurrency 16" in result.stdout
@@ -294,25 +521,6 @@ def test_help_shows_examples_that_parse():
 
 # -----------------------------------------------------------------------------
 # Parsing and checking answers
-
-@pytest.mark.parametrize("answer", [
-    '{"paraphrase": "a", "negation": "b"}',
-    '```json\n{"paraphrase": "a", "negation": "b"}\n```',
-    'Sure! Here is the JSON: {"paraphrase": "a", "negation": "b"} Hope it helps!',
-    'Fill in {paraphrase} and {negation}: {"paraphrase": "a", "negation": "b"}',
-])
-def test_the_json_object_is_found_bare_in_fences_and_amid_prose(answer):
-    assert gen_triplets.parse_json_object(answer) == {"paraphrase": "a", "negation": "b"}
-
-
-def test_raw_newlines_inside_strings_are_accepted():
-    assert gen_triplets.parse_json_object('{"paraphrase": "two\nlines"}') == {"paraphrase": "two\nlines"}
-
-
-def test_an_answer_without_a_json_object_is_a_bad_answer():
-    with pytest.raises(gen_triplets.BadAnswer, match="no JSON object"):
-        gen_triplets.parse_json_object("I cannot help with that {not json}")
-
 
 @pytest.mark.parametrize("text, problem", [
     ("A Brown dog sleeps on a red mat!", "repeats the caption"),
@@ -328,13 +536,6 @@ def test_generated_text_is_checked(text, problem):
 
 def test_generated_text_is_put_on_one_line():
     assert gen_triplets.clean_text('"a dog\n  sleeps "', "negation", "a cat") == "a dog sleeps"
-
-
-def test_retry_after_reads_seconds_and_dates():
-    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
-    assert gen_triplets.parse_retry_after("3") == 3.0
-    assert 55 <= gen_triplets.parse_retry_after(in_a_minute) <= 60
-    assert gen_triplets.parse_retry_after("soon") == 0.0
 
 
 # -----------------------------------------------------------------------------
