@@ -3,6 +3,8 @@
   triton     loss.contrastive_loss(impl="triton")  fused Triton kernels (loss_triton.py): logits
                                                    only in registers; CUDA only, the column is
                                                    skipped with a note on CPU
+  triton-bf16  impl="triton-bf16"                  the same with fp32 features as bf16 tiles
+                                                   (tensor cores); CUDA with --dtype fp32 only
   tiled      loss.contrastive_loss(impl="tiled")   tiles of rows with torch.mm, hand-written
                                                    backward, no N x M logits
   reference  loss.contrastive_loss_reference       F.cross_entropy on the full logits
@@ -59,14 +61,10 @@ def open_clip_loss():
 
 
 def loss_function(method):
-    if method == "triton":
-        return lambda image, text, scale, chunk_size: loss.contrastive_loss(image, text, scale, impl="triton")
-    if method == "tiled":
-        return lambda image, text, scale, chunk_size: loss.contrastive_loss(image, text, scale, chunk_size,
-                                                                            impl="tiled")
-    if method == "reference":
-        return loss.contrastive_loss_reference
-    return open_clip_loss()
+    """fn(image, text, scale, chunk_size): open_clip's ClipLoss, or loss.contrastive_loss(impl=method)."""
+    if method == "open_clip":
+        return open_clip_loss()
+    return lambda image, text, scale, chunk_size: loss.contrastive_loss(image, text, scale, chunk_size, impl=method)
 
 
 def inputs(n, dim, dtype, device):
@@ -165,14 +163,16 @@ def main():
         sys.exit("bench_loss.py: --device cuda but torch.cuda.is_available() is False")
     sizes = args.sizes or ([1024, 4096, 16384] if args.device == "cpu" else [4096, 16384, 65536])
 
-    methods = ["triton", "tiled", "reference", "open_clip"]
+    methods = ["triton", "triton-bf16", "tiled", "reference", "open_clip"]
+    if args.device == "cpu" or args.dtype != "fp32":
+        methods.remove("triton-bf16")
     if args.device == "cpu":
         methods.remove("triton")
         print("note: the triton column is skipped on CPU (its kernels need a GPU; the Triton interpreter "
               "that tests them on CPU is far too slow to time)")
     elif importlib.util.find_spec("triton") is None:
-        methods.remove("triton")
-        print("note: triton is not installed; its column is skipped")
+        methods = [m for m in methods if not m.startswith("triton")]
+        print("note: triton is not installed; its columns are skipped")
     if open_clip_loss() is None:
         methods.remove("open_clip")
         print("note: open_clip is not installed (pip install -r bench/requirements.txt); its column is skipped")
