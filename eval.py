@@ -30,7 +30,7 @@ from errors import DataError, one_line, run_cli
 from model import describe_loaded, load_checkpoint
 from overlap import count_overlap
 from results import provenance
-from synth import DEFAULT_SYNTH_DIR, MCQ_KINDS, negation_probes, synonymize, synth_classes
+from synth import DEFAULT_SYNTH_DIR, MCQ_KINDS, negation_probes, synonymize, synth_classes, world_settings
 from tokenizer import tokenize, trim_padding
 
 DATA_DIR = DEFAULT_SYNTH_DIR.parent
@@ -186,6 +186,18 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
         for key in ("true_negation", "false_affirmation", "false_negation"))
     metrics["trueneg_over_falseaff"] = fraction(true_negation > false_affirmation)
     metrics["trueneg_over_falseneg"] = fraction(true_negation > false_negation)
+    # Negation as an operator, not a memorised phrase: in a world whose training negations never name
+    # some classes (synth.py --negation-heldout), "no Y" questions about those Y, and about the others
+    heldout = world_settings(data_root).get("heldout_classes")
+    if heldout:
+        seen = [c for c in synth_classes() if c not in heldout]
+        for name, classes in (("mcq_negation_heldout", heldout), ("mcq_negation_seen", seen)):
+            rng = np.random.default_rng(PROBE_SEED + 1)
+            items = [i for i, r in enumerate(records) if set(classes) - set(r["objects"])]
+            asked = [negation_probes(records[i]["objects"], "negation", rng, classes) for i in items]
+            choices = embed_texts(model, [c for p in asked for c in p["choices"]], tokenizer, device)
+            metrics[name] = fraction(multiple_choice(image[items], choices.view(len(items), 4, -1),
+                                                     [p["answer"] for p in asked]))
     # Zero-shot colour-shape classification of the single-object images. With negated prompts
     # the argmax should NOT be the true class: a lower zeroshot_neg means negation is understood.
     classes = synth_classes()

@@ -6,7 +6,8 @@ text-side terms measured in a small projection subspace:
 
   1. contrastive_loss_reference    CLIP's loss in a few lines: the definition.
   2. SemCLIPLoss, LOSS_VARIANTS    the paper: L_clip + L_para + L_neg, the ablations train.py
-                                   --loss selects, and L_truth (ours) for what negation means.
+                                   --loss selects, and L_truth (this project's, a two-way
+                                   case of NegBench's multiple choice) for what negation means.
   3. contrastive_loss              the engineering: CLIP's loss without ever holding the N x M
                                    logits, a tiled autograd.Function with a hand-written backward
                                    (impl="triton": the fused GPU kernel in loss_triton.py).
@@ -72,10 +73,12 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
 #   L_para = mean(1 - cos(p_para(t), p_para(t+))),   p_para(x) = normalize(B_para x)
 # K_para = D makes B_para a rotation, so L_para acts on the full embedding: cos(t, t+).
 #
-# Another, for the negation's meaning: L_neg only says t- is far from t, which a model meets by
-# pushing every text with "no" away from everything. A true negation t° (the record's
-# `true_negation`: a true statement that negates an ABSENT object, "a red circle but no blue
-# cross", "there is no blue cross") must instead beat the false one t- for the image itself,
+# Another, this project's (not the paper's), for the negation's meaning. Its ancestor is NegBench's
+# multiple-choice objective (Alhamoud et al., CVPR 2025: the image picks its true caption among
+# affirmed, negated and hybrid ones); L_truth is its two-way case. L_neg only says t- is far
+# from t, which a model meets by pushing every text with "no" away from everything. A true
+# negation t° (the record's `true_negation`: a true statement that negates an ABSENT object, "a
+# red circle but no blue cross", "there is no blue cross") must instead beat the false one t- for the image itself,
 # a two-way multiple choice on the image-text cosines (a weight d > 0 adds it to L_total):
 #   L_truth = mean(-log(e^{s cos(I, t°)} / (e^{s cos(I, t°)} + e^{s cos(I, t-)})))
 #           = mean(softplus(s (cos(I, t-) - cos(I, t°))))
@@ -101,6 +104,11 @@ LOSS_VARIANTS = {
     # SigLIP (Zhai et al. 2023) in place of CLIP's softmax, with the SemCLIP terms
     "siglip": {"contrastive": "sigmoid"},
 }
+
+
+def cosine(a, b):
+    """cos(a_i, b_i) per row of unit embeddings; NaN where b was not given (the term is then not measured)."""
+    return a.new_full(a.shape[:1], float("nan")) if b is None else (a * b).sum(-1)
 
 
 class SemCLIPLoss(nn.Module):
@@ -168,31 +176,23 @@ class SemCLIPLoss(nn.Module):
         if contrastive == "sigmoid":
             self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
-    def term_inputs(self):
-        """The fields each term reads besides the image and the caption."""
-        contrastive = {"conclip": ("negation", "distractor")}.get(self.contrastive, ())
-        return {"contrastive": ("negation",) if self.negatives_in_contrastive else contrastive,
-                "paraphrase": ("paraphrase",), "negation": ("negation",),
-                **({"truth": ("true_negation", "negation")} if "truth" in self.weights else {})}
+    def forward(self, image, text, paraphrase, negation, logit_scale, distractor=None, true_negation=None):
+        # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives;
+        # CoN-CLIP replaces it with its three terms
+        l_clip = self.contrastive_term(image, text, negation, distractor, logit_scale)
+        # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
+        l_para = (1 - self.projected_cosine(text, paraphrase, self.paraphrase_basis)).mean()
+        # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
+        l_neg = F.relu(self.projected_cosine(text, negation)).mean()
+        terms = {"contrastive": l_clip, "paraphrase": l_para, "negation": l_neg}
+        if "truth" in self.weights:
+            # L_truth = mean(softplus(s (cos(I, t-) - cos(I, t°))))   the image picks t° over t-
+            terms["truth"] = F.softplus(logit_scale * (cosine(image, negation) - cosine(image, true_negation))).mean()
+        # L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d)
+        given = dict(paraphrase=paraphrase, negation=negation, distractor=distractor, true_negation=true_negation)
+        return {"loss": self.weighted_mean(terms, given), **terms}
 
-    def _used(self, fields):
-        used = {field for name, inputs in self.term_inputs().items() if self.weights[name] != 0 for field in inputs}
-        return tuple(field for field in fields if field in used)
-
-    @property
-    def texts(self):
-        """The text fields the weighted terms train on: what the training data must have."""
-        return self._used(self.TEXT_FIELDS)
-
-    @property
-    def logged_texts(self):
-        """The text fields any term reads, weighted or not: given them, every term is logged."""
-        return tuple(f for f in self.TEXT_FIELDS if any(f in inputs for inputs in self.term_inputs().values()))
-
-    @property
-    def images(self):
-        """The image fields the weighted terms train on (CoN-CLIP's distractor images)."""
-        return self._used(self.IMAGE_FIELDS)
+    # ----- the bookkeeping: which fields each term reads, what is missing, how terms combine
 
     def project(self, embeddings, basis=None):
         # p(x) = normalize(B x)   (B_para x for the paraphrase term when it has its own basis).
@@ -232,22 +232,31 @@ class SemCLIPLoss(nn.Module):
                                  f"{missing[0]} embeddings, which were passed as None")
         return sum(w * terms[name] for name, w in self.weights.items() if w != 0) / sum(self.weights.values())
 
-    def forward(self, image, text, paraphrase, negation, logit_scale, distractor=None, true_negation=None):
-        # L_clip on (image, original caption) pairs; NegCLIP adds the negations as extra negatives;
-        # CoN-CLIP replaces it with its three terms
-        l_clip = self.contrastive_term(image, text, negation, distractor, logit_scale)
-        # L_para = mean(1 - cos(p(t), p(t+)))        pull paraphrases onto the original
-        l_para = (1 - self.projected_cosine(text, paraphrase, self.paraphrase_basis)).mean()
-        # L_neg = mean(max(0, cos(p(t), p(t-))))     push negations >= 90 degrees away
-        l_neg = F.relu(self.projected_cosine(text, negation)).mean()
-        terms = {"contrastive": l_clip, "paraphrase": l_para, "negation": l_neg}
-        if "truth" in self.weights:
-            # L_truth = mean(softplus(s (cos(I, t-) - cos(I, t°))))   the image picks t° over t-
-            terms["truth"] = image.new_full((), float("nan")) if true_negation is None or negation is None else \
-                F.softplus(logit_scale * ((image * negation).sum(-1) - (image * true_negation).sum(-1))).mean()
-        # L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d)
-        given = dict(paraphrase=paraphrase, negation=negation, distractor=distractor, true_negation=true_negation)
-        return {"loss": self.weighted_mean(terms, given), **terms}
+    def term_inputs(self):
+        """The fields each term reads besides the image and the caption."""
+        contrastive = {"conclip": ("negation", "distractor")}.get(self.contrastive, ())
+        return {"contrastive": ("negation",) if self.negatives_in_contrastive else contrastive,
+                "paraphrase": ("paraphrase",), "negation": ("negation",),
+                **({"truth": ("true_negation", "negation")} if "truth" in self.weights else {})}
+
+    def _used(self, fields):
+        used = {field for name, inputs in self.term_inputs().items() if self.weights[name] != 0 for field in inputs}
+        return tuple(field for field in fields if field in used)
+
+    @property
+    def texts(self):
+        """The text fields the weighted terms train on: what the training data must have."""
+        return self._used(self.TEXT_FIELDS)
+
+    @property
+    def logged_texts(self):
+        """The text fields any term reads, weighted or not: given them, every term is logged."""
+        return tuple(f for f in self.TEXT_FIELDS if any(f in inputs for inputs in self.term_inputs().values()))
+
+    @property
+    def images(self):
+        """The image fields the weighted terms train on (CoN-CLIP's distractor images)."""
+        return self._used(self.IMAGE_FIELDS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torchvision.io
 
-from errors import DataError, run_cli
+from errors import DataError, fraction, non_negative_int, number, run_cli
 
 DEFAULT_SYNTH_DIR = Path(__file__).resolve().parent / "data" / "synth"
 
@@ -46,7 +46,7 @@ PARAPHRASE_TEMPLATES = ("there is {}", "an image of {}", "a photo of {}", "this 
 NEGATION_FORMS = ("no {}", "there is no {}", "not a {}")
 NEGATION_LINKERS = ("but no", "without a", "and not a")
 SYNTH_CANVAS = 64
-WORLD_VERSION = 3  # world.json records it: train.py refuses a world written by other settings
+WORLD_VERSION = 4  # world.json records it: train.py refuses a world written by other settings
 
 
 def _shape_mask(shape: str, cx: float, cy: float, radius: float, size: int) -> np.ndarray:
@@ -108,9 +108,11 @@ def synonymize(text: str, rate: float, rng: np.random.Generator = None) -> str:
     return re.sub(r"[a-z]+", lambda match: swap(match[0]) if match[0] in SYNONYMS else match[0], text)
 
 
-def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
+def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0, heldout=()):
     """One (image, texts, object names) of the synthetic world; texts = {caption, paraphrase,
-    negation, true_negation}, true_negation a true statement negating an absent object.
+    negation, true_negation}, true_negation a true statement negating an absent object. No
+    negation, false or true, negates a class in `heldout` (None where every object is held out:
+    draw again).
 
     The same draws are made whatever true_negation_rate is, so it changes texts, never images."""
     count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
@@ -123,9 +125,12 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     shuffled = [phrases[i] for i in rng.permutation(count)]
     template = str(rng.choice(PARAPHRASE_TEMPLATES))
     paraphrase = synonymize(template.format(_join(shuffled)), PARAPHRASE_SYNONYM_RATE, rng)
-    negation = _negate(phrases, int(rng.integers(count)), rng)
+    negatable = [i for i, (colour, shape) in enumerate(names) if f"{colour} {shape}" not in heldout]
+    if not negatable:
+        return None
+    negation = _negate(phrases, negatable[int(rng.integers(len(negatable)))], rng)
     # a true statement: one object that is NOT in the picture, negated in one of three placements
-    absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names]
+    absent = [f"{c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in names and f"{c} {s}" not in heldout]
     linker, thing = NEGATION_LINKERS[rng.integers(3)], absent[rng.integers(len(absent))]
     thing_paraphrased = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng)
     placement, caption, prefix = rng.integers(3), _join(phrases), template.removesuffix("{}")
@@ -144,29 +149,44 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0):
     return image, {k: v + distractor for k, v in texts.items()}, [f"{c} {s}" for c, s in names]
 
 
+def heldout_classes(seed: int, count: int) -> list:
+    """`count` colour-shape classes that no training negation names, drawn from their own stream."""
+    classes = synth_classes()
+    return sorted(classes[i] for i in np.random.default_rng([seed, 3]).choice(len(classes), count, replace=False))
+
+
 def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, true_negations: float = 0.0,
-                log=print):
-    """Write images/*.png, train.jsonl, test.jsonl and world.json; the same settings give the same
-    files. Each split draws from its own stream of the seed: the test split is the same whatever
-    n_train and true_negations (which only the training captions carry) are."""
+                n_web: int = 0, negation_heldout: int = 0, log=print):
+    """Write images/*.png, train.jsonl, test.jsonl, web.jsonl (n_web > 0: images with captions for
+    pretraining, never used as triplets) and world.json; the same settings give the same files.
+    Each split draws from its own stream of the seed: the test split is the same whatever n_train,
+    n_web, negation_heldout and true_negations (which only the training captions carry) are.
+    negation_heldout K: K classes no training negation or true negation names (they are still in
+    affirmed captions), so eval.py can ask whether negation works on classes never negated."""
     if not 0 <= true_negations <= 1:
         raise DataError(f"true_negations is a fraction of the training captions, not {true_negations}")
-    out = Path(out)
+    out, heldout = Path(out), heldout_classes(seed, negation_heldout)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for split_number, (split, count) in enumerate((("train", n_train), ("test", n_test))):
+    for split_number, (split, count) in enumerate((("train", n_train), ("test", n_test), ("web", n_web))):
         rng = np.random.default_rng([seed, split_number])
         lines = []
         for i in range(count):
-            image, texts, objects = synth_example(rng, true_negations if split == "train" else 0.0)
+            example = None
+            while example is None:  # a held-out-only image has nothing to negate: draw another
+                example = synth_example(rng, true_negations if split == "train" else 0.0,
+                                        heldout if split == "train" else ())
+            image, texts, objects = example
             name = f"images/{split}_{i:06d}.png"
             torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(out / name))
             lines.append(json.dumps({"image": name, **texts, "id": f"{split}_{i:06d}", "objects": objects}))
+        if not count:
+            continue
         temporary = out / f"{split}.jsonl.tmp"
         temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
         temporary.replace(out / f"{split}.jsonl")
         log(f"wrote {count} {split} triplets to {out / (split + '.jsonl')}")
-    settings = {"version": WORLD_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test,
-                "true_negations": true_negations}
+    settings = {"version": WORLD_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "n_web": n_web,
+                "true_negations": true_negations, "negation_heldout": negation_heldout, "heldout_classes": heldout}
     (out / "world.json").write_text(json.dumps(settings) + "\n")
     return out
 
@@ -177,29 +197,40 @@ def world_settings(folder) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def world_dir(synth_dir, true_negations: float = 0.0) -> Path:
-    """The world to train on: synth_dir, or with true negations its sibling SYNTH_DIR-true-negP (the same
-    seed and sizes, so the same images and the same test split)."""
+def world_dir(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0) -> Path:
+    """The world to train on: synth_dir (the paper's world), or its sibling SYNTH_DIR-true-negP-heldoutK
+    with true negations / held-out classes (the same seed and sizes: the same images and test split)."""
     synth_dir = Path(synth_dir)
-    return synth_dir if true_negations == 0 else synth_dir.with_name(f"{synth_dir.name}-true-neg{true_negations:g}")
+    suffix = (f"-true-neg{true_negations:g}" if true_negations else "") + \
+        (f"-heldout{negation_heldout}" if negation_heldout else "")
+    return synth_dir.with_name(synth_dir.name + suffix)
 
 
-def write_missing_worlds(synth_dir, true_negations: float = 0.0, log=print):
-    """Write world_dir(...) if missing, and with true negations the paper's world too (eval.py
-    --bench synth scores on its test split); sizes and seed from synth_dir's world.json, if any."""
-    for world in dict.fromkeys([Path(synth_dir), world_dir(synth_dir, true_negations)]):
+WEB_IMAGES = 10000  # the paper's world's web split: pretraining's images and captions
+
+
+def write_missing_worlds(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0, log=print):
+    """Write world_dir(...) if missing, and the paper's world (with its web split: WEB_IMAGES unless
+    its world.json says otherwise) too; sizes and seed from synth_dir's world.json, if any."""
+    paper, settings = Path(synth_dir), world_settings(synth_dir)
+    sizes = {k: v for k, v in settings.items() if k in ("seed", "n_train", "n_test")}
+    for world in dict.fromkeys([paper, world_dir(synth_dir, true_negations, negation_heldout)]):
         if not ((world / "train.jsonl").is_file() and (world / "test.jsonl").is_file()):
             log(f"writing the synthetic negation world to {world} (once)")
-            sizes = {k: v for k, v in world_settings(synth_dir).items() if k in ("seed", "n_train", "n_test")}
-            write_synth(world, **sizes, true_negations=0.0 if world == Path(synth_dir) else true_negations, log=log)
+            variant = {"n_web": settings.get("n_web", WEB_IMAGES)} if world == paper else \
+                {"true_negations": true_negations, "negation_heldout": negation_heldout}
+            write_synth(world, **sizes, **variant, log=log)
 
 
-def checked_world(synth_dir, true_negations: float = 0.0) -> Path:
-    """world_dir(...), or a DataError if its world.json says another version or fraction wrote it."""
-    world, settings = world_dir(synth_dir, true_negations), world_settings(world_dir(synth_dir, true_negations))
-    if settings.get("version") != WORLD_VERSION or settings.get("true_negations") != true_negations:
+def checked_world(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0) -> Path:
+    """world_dir(...), or a DataError if its world.json says another version or variant wrote it."""
+    world = world_dir(synth_dir, true_negations, negation_heldout)
+    settings = world_settings(world)
+    if (settings.get("version"), settings.get("true_negations"), settings.get("negation_heldout")) != (
+            WORLD_VERSION, true_negations, negation_heldout):
         raise DataError(f"{world}: written by other settings ({settings or 'an older synth.py'}), not version "
-                        f"{WORLD_VERSION} with --true-negations {true_negations:g}; delete the folder to rewrite it")
+                        f"{WORLD_VERSION} with --true-negations {true_negations:g} --negation-heldout "
+                        f"{negation_heldout}; delete the folder to rewrite it")
     return world
 
 
@@ -214,7 +245,7 @@ UNSEEN_NEGATION_FORMS = ("there is not a {}", "without a {}")
 UNSEEN_HYBRID_FORMS = ("{present} and no {absent}", "this picture shows {present} but not a {absent}")
 
 
-def negation_probes(objects, kind: str, rng: np.random.Generator) -> dict:
+def negation_probes(objects, kind: str, rng: np.random.Generator, absent_from=None) -> dict:
     """Test-only texts about an image showing `objects` ("red circle", ...) that a "negation word =
     push away" shortcut cannot get right. Y: an absent object, x: a present one, X: all of them.
 
@@ -223,8 +254,9 @@ def negation_probes(objects, kind: str, rng: np.random.Generator) -> dict:
         same templates made false: "a Y" | "no x" | "a Y but no x" (roles swapped).
     unseen_choices: the same question with negations in forms training never uses.
     true_negation "X but no Y" vs false_affirmation "X and a Y" and false_negation (x negated).
+    absent_from: the classes Y is drawn from (default: every class; never one in the image).
     """
-    absent = [c for c in synth_classes() if c not in objects]
+    absent = [c for c in (absent_from or synth_classes()) if c not in objects]
     y, x = absent[rng.integers(len(absent))], objects[rng.integers(len(objects))]
     present = [f"a {o}" for o in objects]
     everything = _join(present)
@@ -257,20 +289,23 @@ def main(argv=None):
         epilog="examples:\n"
                "  python synth.py\n"
                "  python synth.py --out /tmp/w --n-train 2000 --n-test 200 --seed 1\n"
-               "  python synth.py --out data/synth-true-neg0.3 --true-negations 0.3",
+               "  python synth.py --out data/synth-true-neg0.3 --true-negations 0.3\n"
+               "  python synth.py --out data/synth-heldout4 --negation-heldout 4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_SYNTH_DIR, help="output folder (default: %(default)s)")
-    parser.add_argument("--n-train", type=int, default=10000, help="training triplets (default: %(default)s)")
-    parser.add_argument("--n-test", type=int, default=1000, help="held-out triplets (default: %(default)s)")
+    at_least_one = number(int, at_least=1)
+    parser.add_argument("--n-train", type=at_least_one, default=10000, help="training triplets (default: %(default)s)")
+    parser.add_argument("--n-test", type=at_least_one, default=1000, help="held-out triplets (default: %(default)s)")
+    parser.add_argument("--n-web", type=non_negative_int, default=0,
+                        help="web split: images with captions to pretrain on, never triplets (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--true-negations", type=float, default=0.0, metavar="P",
+    parser.add_argument("--true-negations", type=fraction, default=0.0, metavar="P",
                         help="fraction of training captions that also negate an absent object (default: %(default)s)")
+    parser.add_argument("--negation-heldout", type=number(int, at_least=0, at_most=len(synth_classes())), default=0,
+                        metavar="K", help="K classes no training negation names (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.n_train < 1 or args.n_test < 1:
-        parser.error("--n-train and --n-test must be at least 1")
-    if not 0 <= args.true_negations <= 1:
-        parser.error("--true-negations must be a fraction in [0, 1]")
-    write_synth(args.out, args.n_train, args.n_test, args.seed, args.true_negations)
+    write_synth(args.out, args.n_train, args.n_test, args.seed, args.true_negations, args.n_web,
+                args.negation_heldout)
 
 
 if __name__ == "__main__":

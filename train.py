@@ -1,171 +1,47 @@
 """Train CLIP / SemCLIP on (caption, paraphrase, negation) triplets, on one process or many.
 
-    python train.py                                   # built-in synthetic world: train, evaluate, table
-    python train.py --loss clip --out out/clip        # the plain-CLIP baseline on the same data
+    python train.py                                   # built-in world: pretrained CLIP -> SemCLIP fine-tune
+    python train.py --loss clip --out out/clip        # the paper's baseline: the contrastive-only fine-tune
     python train.py --data triplets.jsonl --model small --steps 20000 --batch-size 256
     torchrun --nproc_per_node=8 train.py --data triplets.jsonl --model B-32 --precision bf16
 
-Reads top to bottom: command line, the pieces of a step (encode, train_step), checkpoints, then the
-loop. Writes OUT/ckpt.pt (latest, atomic), OUT/ckpt_step{N}.pt (the last --keep), OUT/args.json,
-OUT/metrics.jsonl, and for the built-in world OUT/results.json.
+Reads top to bottom: model, loss and optimizer, the pieces of a step (encode, train_step), data, then
+the loop and main (the paper's protocol, pretrain.py). The command line is train_flags.py; the run's
+folder (OUT/ckpt.pt, ckpt_step{N}.pt, args.json, metrics.jsonl, results.json) is checkpoint.py.
 
 Many processes (torchrun): --batch-size is the GLOBAL batch. Each process takes its block of it; the
 loss (loss.py) gathers every process's features with gradient and computes its own rows against all
 columns: W processes train exactly like one on the whole batch (one all-reduce per step).
 """
 
-import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data import IMAGE_TRANSFORMS, EpochBatches, TripletDataset, make_collate, read_triplets
+from checkpoint import claim_run_folder, json_args, save_checkpoint
+from data import EpochBatches, TripletDataset, make_collate, read_triplets
 from distributed import RankShard, average_gradients, average_over_processes, setup_distributed
 from errors import DataError, one_line, run_cli
-from eval import default_device, evaluate_synth, format_table, write_results
-from loss import IMPLEMENTATIONS, LOSS_VARIANTS, SemCLIPLoss
+from eval import evaluate_synth, format_table, write_results
+from loss import LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, describe_loaded, load_checkpoint, load_resume_checkpoint
 from overlap import fingerprint
-from recipes import RECIPES, apply_recipe, flags_given
-from synth import DEFAULT_SYNTH_DIR, checked_world, world_dir, write_missing_worlds
+from pretrain import fine_tunes_pretrained, pretrained_checkpoint
+from synth import checked_world, world_dir, write_missing_worlds
+from train_flags import WEIGHT_DEFAULTS, parse_args
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the weights were not updated with it."""
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Train CLIP / SemCLIP. With no --data, trains on the built-in synthetic negation world "
-                    "(written on first use), then evaluates on its test split and prints a table. "
-                    "Under torchrun, the same flags; --batch-size is the global batch.",
-        epilog="examples:\n"
-               "  python train.py\n"
-               "  python train.py --loss clip --out out/clip\n"
-               "  python train.py --data triplets.jsonl --model small --steps 20000 --out out/run1\n"
-               "  python train.py --out out/run1 --resume\n"
-               "  python train.py --data triplets.jsonl --init ViT-B-32.pt --freeze-vision --lr 1e-5\n"
-               "  python train.py --recipe authors --data train.csv --init ViT-B-32.pt --out out/semclip\n"
-               "  torchrun --standalone --nproc_per_node=2 train.py --device cpu --out out/ddp\n"
-               "  torchrun --nproc_per_node=8 train.py --data t.jsonl --model B-32 --batch-size 4096 \\\n"
-               "      --precision bf16 --accum-steps 4 --out out/b32",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, help="triplets .jsonl or the SemCLIP authors' .csv "
-                                                "(default: the synthetic world in data/synth)")
-    data.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
-                      help="where the synthetic world lives when no --data is given (default: %(default)s)")
-    data.add_argument("--true-negations", type=float, default=0.0, metavar="P",
-                      help="train on SYNTH_DIR-true-negP: P of its captions also negate an absent object (default: 0)")
-    data.add_argument("--caption-augment", choices=("paraphrase",), help="each caption or its paraphrase, at random")
-    data.add_argument("--workers", type=int, default=2, help="DataLoader workers per process (default: %(default)s)")
-    model = parser.add_argument_group("model and loss")
-    model.add_argument("--model", default="tiny", help="preset: tiny, small, B-32 (default: %(default)s)")
-    model.add_argument("--init", "--init-from", type=Path, metavar="PATH",
-                       help="start from these weights (our checkpoint, or published OpenAI / open_clip weights): "
-                            "their config and tokenizer, --model ignored, fresh optimizer at step 0")
-    model.add_argument("--activation", choices=("gelu", "quick_gelu"),
-                       help="with --init: the MLP activation, for published weights that do not record it "
-                            "(open_clip's -quickgelu models need quick_gelu; default: recorded, else gelu)")
-    model.add_argument("--image-transform", choices=IMAGE_TRANSFORMS,
-                       help="clip: resize, centre crop, CLIP mean/std, random crop in training; authors: the "
-                            "SemCLIP authors' squash to S x S, ImageNet mean/std, no crop, no augmentation. "
-                            "Recorded in the checkpoint (default: the --init checkpoint's, else clip)")
-    model.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=False,
-                       help="train the text tower only (the authors' default) (default: %(default)s)")
-    model.add_argument("--loss", choices=list(LOSS_VARIANTS), default="semclip",
-                       help="semclip (paper), clip (contrastive only), negclip (negations as hard negatives), "
-                            "semclip_hn (semclip + negclip's hard negatives), semclip_tn (semclip_hn + L_truth), "
-                            "conclip (CoN-CLIP's 3 terms, distractor images), siglip (semclip, SigLIP's sigmoid)")
-    model.add_argument("--contrastive-weight", type=float, default=1.0,
-                       help="a in (aL_clip + bL_para + cL_neg + dL_truth) / (a + b + c + d)")
-    model.add_argument("--paraphrase-weight", type=float, default=1.0, help="b (semclip only)")
-    model.add_argument("--negation-weight", type=float, default=1.0, help="c (semclip only)")
-    model.add_argument("--truth-weight", type=float, default=0.0, help="d (0: no L_truth; semclip_tn sets 1)")
-    model.add_argument("--num-projections", type=int, default=2, help="K, rows of the projection basis")
-    model.add_argument("--paraphrase-projections", type=int, default=0, metavar="K",
-                       help="L_para in its own K-dim subspace (0: L_neg's; the embedding width: the full embedding)")
-    model.add_argument("--learnable-projections", action="store_true", help="learn the basis (default: fixed)")
-    model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
-    model.add_argument("--contrastive-impl", choices=IMPLEMENTATIONS, default="auto",
-                       help="how L_clip is computed: reference (plain F.cross_entropy, to check the others), "
-                            "tiled (fused, hand-written backward), triton (fused GPU kernel), auto (triton "
-                            "on CUDA, tiled elsewhere); the same numbers every way (default: %(default)s)")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--batch-size", type=int, default=128, help="global batch, all processes and "
-                                                                     "micro-batches together (default: %(default)s)")
-    optim.add_argument("--accum-steps", type=int, default=1,
-                       help="split each process's batch into this many micro-batches (default: %(default)s)")
-    optim.add_argument("--accumulation", choices=("cached", "plain"), default="cached",
-                       help="cached: the loss still over the whole batch (gradient caching), the same result "
-                            "with less memory; plain: each micro-batch its own loss, gradients averaged, as "
-                            "the authors' Lightning accumulate_grad_batches (default: %(default)s)")
-    optim.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
-    optim.add_argument("--epochs", type=float, help="train for this many epochs instead of --steps")
-    optim.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
-    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's (default: %(default)s)")
-    optim.add_argument("--decay", choices=("matrices", "all"), default="matrices",
-                       help="which parameters weight decay applies to; matrices spares gains, biases and the "
-                            "logit scale (default: %(default)s)")
-    optim.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.98), metavar=("B1", "B2"),
-                       help="AdamW's (default: 0.9 0.98)")
-    optim.add_argument("--adam-eps", type=float, default=1e-6, help="AdamW's epsilon (default: %(default)s)")
-    optim.add_argument("--warmup", type=int, default=40, help="linear warm-up steps (default: %(default)s)")
-    optim.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0 = off (default: %(default)s)")
-    optim.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                       help="bf16: encoders under autocast, loss in fp32 (default: %(default)s)")
-    optim.add_argument("--temperature", type=float,
-                       help="restart the learnable logit scale at log(1/T), as the authors' fresh one at T = 0.07 "
-                            "(default: keep the model's)")
-    optim.add_argument("--clamp-logit-scale", action=argparse.BooleanOptionalAction, default=True,
-                       help="cap the logit scale at 100 after each step, as CLIP (default: %(default)s)")
-    optim.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                       help="a mild random crop in training (--image-transform clip only) (default: %(default)s)")
-    optim.add_argument("--compile", action="store_true", help="torch.compile the model")
-    run = parser.add_argument_group("run")
-    run.add_argument("--recipe", choices=list(RECIPES),
-                     help="a published recipe's settings (recipes.py), printed at start; flags given win")
-    run.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    run.add_argument("--device", default=default_device(),
-                     help="cpu, cuda, cuda:1; under torchrun cuda means cuda:LOCAL_RANK (default: %(default)s)")
-    run.add_argument("--out", type=Path, default=Path("out"), help="run folder (default: %(default)s)")
-    run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt, exactly")
-    run.add_argument("--log-every", type=int, default=20, help="progress line every N steps (default: %(default)s)")
-    run.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default: %(default)s)")
-    run.add_argument("--keep", type=int, default=3, help="keep the last N OUT/ckpt_step*.pt (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.recipe:
-        for line in apply_recipe(args, flags_given(parser, argv)):
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(line)
-    for name in ("batch_size", "accum_steps", "steps", "log_every", "save_every", "keep", "num_projections"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.paraphrase_projections < 0 or not 0 <= args.true_negations <= 1 or args.true_negations and args.data:
-        parser.error("--paraphrase-projections >= 0; --true-negations: a fraction in [0, 1] (not with --data)")
-    if args.workers < 0 or args.warmup < 0:
-        parser.error("--workers and --warmup must be >= 0")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
-    if args.batch_size % (world_size * args.accum_steps):
-        parser.error(f"--batch-size {args.batch_size} is not divisible by {world_size} processes x "
-                     f"--accum-steps {args.accum_steps}; pick a multiple")
-    if args.init is not None and not args.init.exists():
-        parser.error(f"--init {args.init}: no such file")
-    try:
-        ModelConfig.preset(args.model)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
 
 
 # ----------------------------------------------------------------------------- model, loss, optimizer
@@ -188,12 +64,15 @@ def build_model(args, device):
 
 
 def build_loss(args, embed_dim: int) -> SemCLIPLoss:
-    settings = {f"{term}_weight": getattr(args, f"{term}_weight") for term in ("paraphrase", "negation", "truth")}
-    settings.update(num_paraphrase_projections=args.paraphrase_projections or None, **LOSS_VARIANTS[args.loss])
-    return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight,
+    """The loss with the weights parse_args settled (flags given, else the --loss preset's) and the
+    preset's other settings (hard negatives, the contrastive form)."""
+    variant = {name: value for name, value in LOSS_VARIANTS[args.loss].items() if name not in WEIGHT_DEFAULTS}
+    weights = {name: getattr(args, name) for name in WEIGHT_DEFAULTS}
+    return SemCLIPLoss(embed_dim, contrastive_weight=args.contrastive_weight, **weights, **variant,
+                       num_paraphrase_projections=args.paraphrase_projections or None,
                        num_projections=args.num_projections, learnable_projections=args.learnable_projections,
                        normalize_projections=not args.no_normalize_projections, seed=args.seed,
-                       contrastive_impl=args.contrastive_impl, **settings)
+                       contrastive_impl=args.contrastive_impl)
 
 
 def trainable_parameters(model, loss_fn):
@@ -316,42 +195,15 @@ def train_step(forward, logit_scale, loss_fn, batch, accum_steps=1, autocast=nul
 # ----------------------------------------------------------------------------- checkpoints and data
 
 
-def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer, train_fingerprint):
-    """OUT/ckpt_step{N}.pt, then OUT/ckpt.pt pointing at it, each appearing by an atomic rename
-    (a crash never leaves half a checkpoint); older ckpt_step files beyond --keep are deleted.
-    `train_fingerprint` (overlap.py) lets eval.py count test items the model trained on."""
-    state = {
-        "model_config": asdict(model.config), "tokenizer": tokenizer, "model": model.state_dict(),
-        "loss": loss_fn.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-        "args": json_args(args), "train_fingerprint": train_fingerprint,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-    }
-    path, temporary = out / f"ckpt_step{step}.pt", out / "ckpt.pt.tmp"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-    try:
-        os.link(path, temporary)  # no second copy on disk
-    except OSError:
-        shutil.copyfile(path, temporary)
-    os.replace(temporary, out / "ckpt.pt")
-    for old in sorted(out.glob("ckpt_step*.pt"), key=lambda p: int(p.stem.removeprefix("ckpt_step")))[:-keep]:
-        old.unlink()
-
-
-def json_args(args) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
 def resolve_data(args, rank: int):
     """The training file; with no --data, the synthetic world (written first by rank 0, once)."""
     if args.data is not None:
         return args.data
     if rank == 0:
-        write_missing_worlds(args.synth_dir, args.true_negations)
+        write_missing_worlds(args.synth_dir, args.true_negations, args.negation_heldout)
     if dist.is_initialized():
         dist.barrier()
-    return checked_world(args.synth_dir, args.true_negations) / "train.jsonl"
+    return checked_world(args.synth_dir, args.true_negations, args.negation_heldout) / "train.jsonl"
 
 
 # ----------------------------------------------------------------------------- the run
@@ -381,14 +233,14 @@ def prepare(args) -> Run:
     if args.image_transform:  # the preprocessing these weights will expect, recorded with them
         model.config = replace(model.config, image_transform=args.image_transform)
     args.image_transform = model.config.image_transform
-    if args.temperature and ckpt is None:  # a fresh logit scale s = 1/T (resuming keeps the trained one)
+    if args.temperature is not None and ckpt is None:  # a fresh logit scale s = 1/T (resuming keeps the trained one)
         with torch.no_grad():
             model.logit_scale.fill_(math.log(1 / args.temperature))
     loss_fn = build_loss(args, model.config.embed_dim).to(device)
     data_path = resolve_data(args, rank)
     records = read_triplets(data_path, required=loss_fn.texts)
-    # every text a term reads is encoded if the data has it, so terms are logged even at weight 0; images
-    # only where the loss needs them (data.TripletDataset.distractor says where they come from)
+    # every text a term reads is loaded if the data has it (train_step encodes only the weighted terms'; the
+    # others are measured on logging steps); images only where the loss needs them (TripletDataset.distractor)
     fields = ("caption",) + tuple(f for f in loss_fn.logged_texts if all(f in r for r in records)) + loss_fn.images
     dataset = TripletDataset(records, model.config.image_size, train=args.augment, fields=fields,
                              kind=model.config.image_transform, caption_augment=args.caption_augment)
@@ -398,10 +250,20 @@ def prepare(args) -> Run:
                fingerprint(records), ckpt)
 
 
-def as_batch(tensors, fields, loss_fields, device):
-    """(images, captions, *values) with one entry per loss field, None where the data has none."""
-    by_field = dict(zip(fields, (t.to(device, non_blocking=True) for t in tensors[1:])))
-    return (tensors[0].to(device, non_blocking=True), by_field["caption"], *(by_field.get(f) for f in loss_fields))
+def as_batch(tensors, fields, loss_fields, device, keep):
+    """(images, captions, *values) with one entry per loss field: None where the data has none or the
+    field is not in `keep`."""
+    by_field = dict(zip(fields, tensors[1:]))
+    return (tensors[0].to(device, non_blocking=True), by_field["caption"].to(device, non_blocking=True),
+            *(by_field[f].to(device, non_blocking=True) if f in by_field and f in keep else None for f in loss_fields))
+
+
+def unweighted_terms(forward, logit_scale, loss_fn, batch, autocast):
+    """The weight-0 terms (what SemCLIP's terms read in a baseline), measured without a graph: only on
+    logging steps, so a baseline trains at its own speed and its log keeps every term's meaning."""
+    with torch.no_grad():
+        terms = loss_of(loss_fn, encode(forward, *batch, autocast=autocast), logit_scale.exp())
+    return {name: value for name, value in terms.items() if loss_fn.weights.get(name) == 0}
 
 
 def train(args, run: Run):
@@ -423,6 +285,8 @@ def train(args, run: Run):
             dist.broadcast(tensor, 0)
     is_main = run.rank == 0
     if is_main:
+        if run.resume_from is None:
+            claim_run_folder(args.out, args.overwrite)
         args.out.mkdir(parents=True, exist_ok=True)
         if run.resume_from is not None:
             print(f"resumed from {args.out} at step {start_step}")
@@ -450,12 +314,17 @@ def train(args, run: Run):
         except DataError as error:  # an image that does not decode: there may be more
             raise DataError(f"{one_line(error)}; `python data.py check {run.data_path}` lists every "
                             "bad image") from None
-        batch = as_batch(tensors, dataset.fields, loss_fn.FIELDS, device)
+        batch = as_batch(tensors, dataset.fields, loss_fn.FIELDS, device, keep=loss_fn.texts + loss_fn.images)
         lr = learning_rate(step, total_steps, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         terms = train_step(forward, model.logit_scale, loss_fn, batch, args.accum_steps, autocast, args.accumulation)
+        done = step + 1
+        logging = done % args.log_every == 0 or done == total_steps  # the same steps on every process
+        if logging and any(weight == 0 for weight in loss_fn.weights.values()):
+            full = as_batch(tensors, dataset.fields, loss_fn.FIELDS, device, keep=loss_fn.FIELDS)
+            terms.update(unweighted_terms(forward, model.logit_scale, loss_fn, full, autocast))
         # every term the loss returns, as the global-batch mean
         stacked = torch.stack([t.float() for t in terms.values()])
         values = dict(zip(terms, average_over_processes(stacked, run.world_size).tolist()))
@@ -470,8 +339,7 @@ def train(args, run: Run):
         if args.clamp_logit_scale:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))  # CLIP: temperature capped at 100
-        done = step + 1
-        if is_main and (done % args.log_every == 0 or done == total_steps):
+        if is_main and logging:
             now = time.time()
             rate = (done - last_step) * args.batch_size / (now - last_time)
             eta = (total_steps - done) * args.batch_size / rate
@@ -497,16 +365,32 @@ def train(args, run: Run):
     return model.eval()
 
 
+def train_command(argv):
+    """Run train.py's training for `argv` in this process (no evaluation): the pretraining stage."""
+    args = parse_args(argv)
+    return train(args, prepare(args))
+
+
 def main():
     args = parse_args()
+    pretrained = None
+    if fine_tunes_pretrained(args):  # the paper's protocol: fine-tune a CLIP pretrained once on the web split
+        args.init = pretrained = pretrained_checkpoint(args, train_command, int(os.environ.get("WORLD_SIZE", "1")))
     run = prepare(args)
     model = train(args, run)
-    if model is not None and args.data is None:
-        n, metrics = evaluate_synth(model, run.tokenizer, world_dir(args.synth_dir, args.true_negations), args.device)
-        write_results(args.out / "results.json", "synth", args.out / "ckpt.pt", n, metrics)
-        print(f"\nsynthetic test split ({n} items), --loss {args.loss}:")
-        print(format_table({args.loss: metrics}, list(metrics)))
-        print("orig_over_neg: true caption beats its negation; zeroshot_neg: lower is better", file=sys.stderr)
+    if model is None or args.data is not None:
+        return
+    world = world_dir(args.synth_dir, args.true_negations, args.negation_heldout)
+    n, metrics = evaluate_synth(model, run.tokenizer, world, args.device)
+    rows, extra = {f"--loss {args.loss}": metrics}, {}
+    if pretrained is not None:
+        before = evaluate_synth(load_checkpoint(pretrained)[0].to(args.device).eval(), run.tokenizer, world,
+                                args.device)[1]
+        rows, extra = {"pretrained": before, **rows}, {"pretrained": {"checkpoint": str(pretrained), "metrics": before}}
+    write_results(args.out / "results.json", "synth", args.out / "ckpt.pt", n, metrics, **extra)
+    print(f"\nsynthetic test split ({n} items):")
+    print(format_table(rows, list(metrics)))
+    print("orig_over_neg: true caption beats its negation; zeroshot_neg: lower is better", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from synth import write_synth  # noqa: E402
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
-    """A 96-train / 40-test synthetic world, written once per test session."""
-    return write_synth(tmp_path_factory.mktemp("synth"), n_train=96, n_test=40, seed=3, log=lambda *_: None)
+    """A 96-train / 40-test synthetic world with a 128-image web split, written once per test session."""
+    return write_synth(tmp_path_factory.mktemp("synth"), n_train=96, n_test=40, n_web=128, seed=3, log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, main, negation_probes, synonymize, synth_example,
-                   world_settings, write_synth)
+from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, main, negation_probes, synonymize, synth_classes,
+                   synth_example, world_settings, write_synth)
 
 from conftest import help_examples, run_python
 
@@ -35,7 +35,8 @@ def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
     second = write_synth(tmp_path / "b", n_train=5, n_test=2, seed=9, log=lambda *_: None)
     assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
     assert (first / "images/train_000004.png").read_bytes() == (second / "images/train_000004.png").read_bytes()
-    assert world_settings(first) == {"version": 3, "seed": 9, "n_train": 5, "n_test": 2, "true_negations": 0.0}
+    assert world_settings(first) == {"version": 4, "seed": 9, "n_train": 5, "n_test": 2, "n_web": 0,
+                                     "true_negations": 0.0, "negation_heldout": 0, "heldout_classes": []}
 
 
 def test_negations_keep_every_content_word_and_negate_a_present_object():
@@ -125,7 +126,10 @@ def test_cli_writes_the_world_and_data_py_synth_is_the_same_command(tmp_path):
     assert len((tmp_path / "a/test.jsonl").read_text().splitlines()) == 2
     assert world_settings(tmp_path / "a")["true_negations"] == 0.5
     bad = run_python("synth.py", "--out", tmp_path / "c", "--true-negations", "2")
-    assert bad.returncode == 2 and "--true-negations must be a fraction" in bad.stderr
+    assert bad.returncode == 2 and "argument --true-negations: 2 is not <= 1" in bad.stderr
+    for flags in (("--n-train", "0"), ("--n-web", "-1"), ("--negation-heldout", "25")):
+        bad = run_python("synth.py", "--out", tmp_path / "c", *flags)
+        assert bad.returncode == 2 and f"argument {flags[0]}" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_help_examples_parse(monkeypatch):
@@ -137,3 +141,27 @@ def test_help_examples_parse(monkeypatch):
     for argv in examples:
         main(argv)
     assert len(written) == len(examples)
+
+
+def test_the_web_split_shares_no_image_with_the_triplets_and_leaves_the_other_splits_as_they_were(tmp_path):
+    plain = write_synth(tmp_path / "plain", n_train=6, n_test=4, seed=2, log=lambda *_: None)
+    web = write_synth(tmp_path / "web", n_train=6, n_test=4, n_web=5, seed=2, log=lambda *_: None)
+    for split in ("train", "test"):
+        assert (plain / f"{split}.jsonl").read_text() == (web / f"{split}.jsonl").read_text()
+    images = [json.loads(line)["image"] for line in (web / "web.jsonl").read_text().splitlines()]
+    assert len(images) == 5 and all(name.startswith("images/web_") for name in images)
+    assert not (plain / "web.jsonl").exists()
+
+
+def test_held_out_classes_are_never_negated_in_training_but_still_affirmed(tmp_path):
+    world = write_synth(tmp_path / "w", n_train=400, n_test=50, seed=4, negation_heldout=4, true_negations=0.5,
+                        log=lambda *_: None)
+    heldout = world_settings(world)["heldout_classes"]
+    assert len(heldout) == 4 and set(heldout) <= set(synth_classes())
+    records = [json.loads(line) for line in (world / "train.jsonl").read_text().splitlines()]
+    negated = [name for r in records for name in heldout
+               if re.search(rf"(no|not a|without a) {name}\b", r["negation"] + " " + r["true_negation"])]
+    assert negated == []
+    assert any(name in r["caption"] and name in r["objects"] for r in records for name in heldout)
+    paper = write_synth(tmp_path / "p", n_train=400, n_test=50, seed=4, log=lambda *_: None)
+    assert (paper / "test.jsonl").read_text() == (world / "test.jsonl").read_text()

@@ -175,11 +175,12 @@ def test_clip_trains_on_captions_alone_and_logs_valid_json(synth_dir, tmp_path):
     assert logged["paraphrase"] is None and logged["negation"] is None and logged["contrastive"] > 0
 
 
-def test_default_run_trains_then_prints_the_synthetic_table(synth_dir, tmp_path):
-    result = run_python("train.py", "--synth-dir", synth_dir, "--batch-size", "16", "--steps", "1", "--workers", "0",
-                     "--device", "cpu", "--out", tmp_path)
+def test_from_scratch_run_trains_then_prints_the_synthetic_table(synth_dir, tmp_path):
+    result = run_python("train.py", "--synth-dir", synth_dir, "--from-scratch", "--batch-size", "16", "--steps", "1",
+                        "--workers", "0", "--device", "cpu", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "orig_over_neg" in result.stdout and "t2i_r1" in result.stdout and "zeroshot_neg" in result.stdout
+    assert "pretrain" not in result.stdout and json.loads((tmp_path / "args.json").read_text())["init"] is None
 
 
 def test_help_has_examples_and_every_example_parses():
@@ -334,22 +335,24 @@ def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_
     shutil.copytree(synth_dir, world)
     shutil.rmtree(world / "images")  # the paper's world is written again when missing: eval.py scores on it
     (world / "train.jsonl").unlink()
-    result = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--caption-augment", "paraphrase",
+    result = run_python("train.py", "--synth-dir", world, "--from-scratch", "--true-negations", "0.5",
+                        "--caption-augment", "paraphrase",
                         "--paraphrase-projections", "96", "--batch-size", "16", "--steps", "1", "--workers", "0",
                         "--device", "cpu", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     sibling = tmp_path / "synth-true-neg0.5"
     settings = json.loads((sibling / "world.json").read_text())
-    assert settings == {**json.loads((world / "world.json").read_text()), "true_negations": 0.5}
+    assert settings == {**json.loads((world / "world.json").read_text()), "true_negations": 0.5, "n_web": 0}
     assert (sibling / "test.jsonl").read_text() == (world / "test.jsonl").read_text()
     assert (world / "train.jsonl").is_file() and (world / "images/test_000039.png").is_file()
     assert "mcq_negation" in result.stdout
     (sibling / "world.json").write_text(json.dumps({**settings, "true_negations": 0.3}))
-    stale = run_python("train.py", "--synth-dir", world, "--true-negations", "0.5", "--steps", "1", "--workers", "0",
+    stale = run_python("train.py", "--synth-dir", world, "--from-scratch", "--true-negations", "0.5", "--steps", "1",
+                       "--workers", "0",
                        "--device", "cpu", "--out", tmp_path / "run2")
     assert stale.returncode == 1 and "written by other settings" in stale.stderr.strip().splitlines()[-1]
     clash = run_python("train.py", "--data", world / "train.jsonl", "--true-negations", "0.5")
-    assert clash.returncode == 2 and "(not with --data)" in clash.stderr
+    assert clash.returncode == 2 and "not with --data" in clash.stderr
 
 
 def test_image_transform_is_recorded_in_the_checkpoint_and_used_by_eval(synth_dir, tmp_path):
