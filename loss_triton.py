@@ -79,22 +79,22 @@ def _load_rows(pointer, rows, num_rows, stride, dims, dim, TO_BF16: tl.constexpr
 
 @triton.jit
 def _dot_tile(a_pointer, b_pointer, rows, columns, num_a, num_b, dim, stride_a, stride_b,
-              BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, TO_BF16: tl.constexpr):
-    # <a_r, b_c> for a [BLOCK_A, BLOCK_B] tile: sum over chunks of BLOCK_K dims, fp32 accumulator.
-    # "ieee" matters for fp32 tiles only (not TF32); 16-bit tiles use tensor cores whatever it says.
+              BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, TO_BF16: tl.constexpr,
+              PRECISION: tl.constexpr):
+    # <a_r, b_c> for a [BLOCK_A, BLOCK_B] tile: sum over chunks of BLOCK_K dims, fp32 accumulator
     dots = tl.zeros([BLOCK_A, BLOCK_B], dtype=tl.float32)
     for start in range(0, dim, BLOCK_K):
         dims = start + tl.arange(0, BLOCK_K)
         a = _load_rows(a_pointer, rows, num_a, stride_a, dims, dim, TO_BF16)
         b = _load_rows(b_pointer, columns, num_b, stride_b, dims, dim, TO_BF16)
-        dots = tl.dot(a, tl.trans(b), dots, input_precision="ieee")
+        dots = tl.dot(a, tl.trans(b), dots, input_precision=PRECISION)
     return dots
 
 
 @triton.jit
 def _lse_kernel(a_pointer, b_pointer, scale_pointer, lse_pointer, mean_dot_pointer, num_a, num_b, dim,
                 stride_a, stride_b, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
-                TO_BF16: tl.constexpr):
+                TO_BF16: tl.constexpr, PRECISION: tl.constexpr):
     # lse[r] = log sum_{c < num_b} exp(s <a_r, b_c>) and E[r] = sum_c P[r, c] <a_r, b_c> for this block of rows
     rows = tl.program_id(0) * BLOCK_A + tl.arange(0, BLOCK_A)
     s = tl.load(scale_pointer)
@@ -104,7 +104,7 @@ def _lse_kernel(a_pointer, b_pointer, scale_pointer, lse_pointer, mean_dot_point
     for start in range(0, num_b, BLOCK_B):
         columns = start + tl.arange(0, BLOCK_B)
         dots = _dot_tile(a_pointer, b_pointer, rows, columns, num_a, num_b, dim, stride_a, stride_b,
-                         BLOCK_A, BLOCK_B, BLOCK_K, TO_BF16)
+                         BLOCK_A, BLOCK_B, BLOCK_K, TO_BF16, PRECISION)
         # columns past the end count as exp(-inf) = 0 (their dots are 0: no NaN in the weighted sum)
         logits = tl.where(columns[None, :] < num_b, s * dots, float("-inf"))
         # online log-sum-exp: m' = max(m, max_c S), l' = l exp(m - m') + sum_c exp(S - m')
@@ -122,7 +122,7 @@ def _lse_kernel(a_pointer, b_pointer, scale_pointer, lse_pointer, mean_dot_point
 def _grad_kernel(a_pointer, b_pointer, scale_pointer, factor_pointer, a_lse_pointer, b_lse_pointer, grad_a_pointer,
                  num_a, num_b, num_a_lse, num_b_lse, dim, stride_a, stride_b, positive_diagonal, positive_weight,
                  BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_OUT: tl.constexpr,
-                 TO_BF16: tl.constexpr):
+                 TO_BF16: tl.constexpr, PRECISION: tl.constexpr):
     # grad_a[rows, out_dims] = factor (G' B)[rows, out_dims], factor = g s w, S = s A B^T and
     #   G'[r, c] = exp(S[r, c] - a_lse[r]) + exp(S[r, c] - b_lse[c]) - positive_weight [c - r = positive_diagonal]
     # An lse past num_*_lse is +inf, so its term is 0 (P' lives on the first N columns only).
@@ -135,13 +135,13 @@ def _grad_kernel(a_pointer, b_pointer, scale_pointer, factor_pointer, a_lse_poin
     for start in range(0, num_b, BLOCK_B):
         columns = start + tl.arange(0, BLOCK_B)
         logits = s * _dot_tile(a_pointer, b_pointer, rows, columns, num_a, num_b, dim, stride_a, stride_b,
-                               BLOCK_A, BLOCK_B, BLOCK_K, TO_BF16)
+                               BLOCK_A, BLOCK_B, BLOCK_K, TO_BF16, PRECISION)
         b_lse = tl.load(b_lse_pointer + columns, mask=columns < num_b_lse, other=float("inf"))
         grad = tl.exp(logits - a_lse[:, None]) + tl.exp(logits - b_lse[None, :])
         grad = tl.where(columns[None, :] - rows[:, None] == positive_diagonal, grad - positive_weight, grad)
         # rows of B past its end load as zeros, so whatever G' holds there adds nothing to G' B
         b = _load_rows(b_pointer, columns, num_b, stride_b, out_dims, dim, TO_BF16)
-        accumulator = tl.dot(grad.to(b.dtype), b, accumulator, input_precision="ieee")
+        accumulator = tl.dot(grad.to(b.dtype), b, accumulator, input_precision=PRECISION)
     mask = (rows[:, None] < num_a) & (out_dims[None, :] < dim)
     grad_a = tl.load(factor_pointer) * accumulator
     tl.store(grad_a_pointer + rows[:, None].to(tl.int64) * stride_a + out_dims[None, :],
@@ -157,7 +157,8 @@ def _configs(dtype, dim, bf16_products):
     4 bytes an element) take fewer rows. Shared memory stays under ~120 KiB with num_stages
     (H100/H200: 228 KiB). Chosen on paper for Hopper, not tuned on a GPU.
     """
-    if dtype == torch.float32 and not bf16_products:
+    fp32_products = dtype == torch.float32 and not bf16_products
+    if fp32_products:
         lse = {"BLOCK_A": 64, "BLOCK_B": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 2}
         grad = {"BLOCK_A": 64, "BLOCK_B": 32, "BLOCK_K": 64, "BLOCK_OUT": 256, "num_warps": 8, "num_stages": 2}
     else:
@@ -166,7 +167,8 @@ def _configs(dtype, dim, bf16_products):
     widest = max(16, triton.next_power_of_2(dim))  # a chunk of D no wider than D itself (tl.dot: >= 16)
     for config in (lse, grad):
         config["BLOCK_K"] = min(config["BLOCK_K"], widest)
-        config["TO_BF16"] = bf16_products
+        # fp32 tiles: full fp32 products ("ieee", not TF32); 16-bit tiles: tensor cores (the default)
+        config.update(TO_BF16=bf16_products, PRECISION="ieee" if fp32_products else "tf32")
     grad["BLOCK_OUT"] = min(grad["BLOCK_OUT"], widest)
     return lse, grad
 
@@ -324,7 +326,7 @@ def _decide(queries, keys, logit_scale, positive_offset, symmetric, chunk_size):
     tolerance = TOLERANCE[queries.dtype]
     try:
         got, _ = run("triton")  # also the kernels' compilation
-        worst = max(_relative_error(g, e) for g, e in zip(got, expected))
+        worst = max(relative_error(g, e) for g, e in zip(got, expected))
         if not worst <= tolerance:  # NaN too
             return "tiled", (f"the Triton kernel differs from the tiled op by {worst:.1e} (tolerance "
                              f"{tolerance:.0e}); using the tiled op"), True
@@ -343,7 +345,7 @@ def _decide(queries, keys, logit_scale, positive_offset, symmetric, chunk_size):
                     f"values and gradients within {worst:.1e} of each other (tolerance {tolerance:.0e})"), False
 
 
-def _relative_error(got, expected):
+def relative_error(got, expected):
     """max |got - expected| over max |expected| (the plain difference where expected is all zeros)."""
     difference = (got.double() - expected.double()).abs().max().item()
     largest = expected.double().abs().max().item()

@@ -304,5 +304,74 @@ def test_auto_falls_back_to_the_tiled_op_with_one_warning(results, name, says):
     assert list(result["choices"].values()) == ["tiled"]
 
 
+# ----------------------------------------------------------------------------- compiled for Hopper, without a GPU
+
+HOPPER = ("cuda", 90, 32)  # H100/H200: sm_90, 32 threads a warp
+SHARED_MEMORY = 227 * 1024  # per block, opt-in, on sm_90
+
+
+def compile_for_hopper(kernel_name, dtype, bf16_products, dim):
+    """loss_triton's lse or grad kernel, compiled ahead of time for sm_90 as the JIT would launch it for
+    features of `dtype` at this D (aligned pointers; D and strides multiples of 16): ptxas runs, no GPU."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import loss_triton
+    lse_config, grad_config = loss_triton._configs(dtype, dim, bf16_products)
+    kernel, config = (loss_triton._lse_kernel, lse_config) if kernel_name == "lse" else \
+        (loss_triton._grad_kernel, grad_config)
+    constants = {name: value for name, value in config.items() if not name.startswith("num_")}
+    features = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
+    signature = {name: "constexpr" if name in constants else
+                 features if name in ("a_pointer", "b_pointer", "grad_a_pointer") else
+                 "*fp32" if name.endswith("_pointer") else "fp32" if name == "positive_weight" else "i32"
+                 for name in kernel.arg_names}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
+               if signature[name].startswith("*") or name in ("dim", "stride_a", "stride_b")}
+    return triton.compile(ASTSource(kernel, signature, constants, aligned), target=GPUTarget(*HOPPER),
+                          options={"num_warps": config["num_warps"], "num_stages": config["num_stages"]})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreted kernels do not compile")
+@pytest.mark.parametrize("kernel_name", ["lse", "grad"])
+def test_bf16_kernels_compile_for_hopper_on_tensor_cores(kernel_name):
+    compiled = compile_for_hopper(kernel_name, torch.bfloat16, False, 768)
+    assert "wgmma.mma_async" in compiled.asm["ptx"]  # Hopper's warpgroup matrix instructions
+    assert "cp.async" in compiled.asm["ptx"]  # tiles copied to shared memory ahead of use (pipelined)
+    assert compiled.metadata.shared <= SHARED_MEMORY
+
+
+def print_hopper_table():
+    """`python tests/test_loss_triton.py hopper`: every kernel and precision compiled for sm_90, with
+    ptxas's registers and spills, as a markdown table (docs/fused-loss-gpu.md shows it)."""
+    import re
+    import tempfile
+
+    import triton
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    print("| products | D | kernel | shared KiB | registers | spill bytes | wgmma | cp.async |\n|" + "---|" * 8)
+    for label, dtype, bf16_products in [("fp32", torch.float32, False), ("bf16", torch.bfloat16, False),
+                                        ("fp16", torch.float16, False), ("bf16 tiles of fp32", torch.float32, True)]:
+        for dim in (64, 512, 768):
+            for kernel_name in ("lse", "grad"):
+                compiled = compile_for_hopper(kernel_name, dtype, bf16_products, dim)
+                ptx = compiled.asm["ptx"]
+                with tempfile.NamedTemporaryFile("w", suffix=".ptx") as file:
+                    file.write(ptx)
+                    file.flush()
+                    report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", file.name, "-o", os.devnull],
+                                            capture_output=True, text=True).stderr
+                registers = re.search(r"Used (\d+) registers", report).group(1)
+                spills = re.search(r"(\d+) bytes spill stores", report).group(1)
+                print(f"| {label} | {dim} | {kernel_name} | {compiled.metadata.shared // 1024} | {registers} | "
+                      f"{spills} | {'yes' if 'wgmma.mma_async' in ptx else 'no'} | "
+                      f"{'yes' if 'cp.async' in ptx else 'no'} |", flush=True)
+
+
 if __name__ == "__main__":
-    run_kernels(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "hopper":
+        print_hopper_table()
+    else:
+        run_kernels(sys.argv[1], sys.argv[2])
