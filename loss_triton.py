@@ -36,7 +36,7 @@ w = 1/(2N) applied after the last product instead of folded into G' before its c
 where its entries flushed to zero as N grew; dL/ds from the forward instead of from G' K.
 
 Precision. Products accumulate in fp32 and every exp, max and sum is fp32. bf16/fp16 tiles are
-multiplied on tensor cores; the backward rounds each tile of G' (entries in [-2, 1]) to the
+multiplied on tensor cores; the backward rounds each tile of G' (entries in [-2, 2]) to the
 features' dtype before G' K, as FlashAttention rounds its probabilities: gradients agree with
 a float64 computation on the same (rounded) inputs to about 1e-3 relative. fp32 features use
 full-fp32 products ("ieee", not TF32: CUDA cores, slower than torch.mm) and agree to about 1e-6,
