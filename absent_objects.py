@@ -85,7 +85,8 @@ def mentions(text, name):
 
 
 def normal_name(name):
-    return " ".join(name.lower().split())
+    """Lower case, single spaces, no leading article: "A  Dog" is "dog"."""
+    return re.sub(r"^(a|an|the) ", "", " ".join(name.lower().split()))
 
 
 # -----------------------------------------------------------------------------

@@ -126,15 +126,12 @@ parser = argparse.ArgumentParser(
   python gen_triplets.py --input captions.jsonl --out triplets.jsonl \\
       --base-url http://127.0.0.1:8000/v1 --model M --limit 20
 
-input: JSONL lines {"image": ..., "caption": ..., "id": ..., "objects": [...]} (id optional: the
-line number by default; objects optional: the image's object labels) or a .csv file with those
-columns (objects separated by ";").
-output: one triplet a line, {"image", "caption", "paraphrase", "negation", "id",
-"paraphrase_method"}, with --true-negations also "true_negation", "absent_object" and
-"absent_source" ("labels" or "caption"); captions that failed go to OUT.rejects.jsonl with a "reason".
-exit status: 0 all done, 1 bad input or a server that refuses us (bad URL, model or key) or
-cannot be reached, 3 finished but some captions are in the rejects file (0 with --allow-rejects),
-130 interrupted.""",
+input: JSONL lines {"image", "caption", "id" (optional: the line number), "objects" (optional: the
+image's labels)} or a .csv file with those columns (objects separated by ";").
+output: one triplet a line, {"image", "caption", "paraphrase", "negation", "id", "paraphrase_method"}
+(+ "true_negation", "absent_object", "absent_source"); failed captions in OUT.rejects.jsonl, with a "reason".
+exit status: 0 all done; 1 bad input, or a server that refuses us (URL, model, key) or cannot be reached;
+3 done but some captions rejected (0 with --allow-rejects); 130 interrupted.""",
 )
 parser.add_argument("--input", required=True, type=Path, help="captions, .jsonl or .csv")
 parser.add_argument("--out", required=True, type=Path, help="triplets .jsonl, appended to")
@@ -371,37 +368,42 @@ def verify(client, args, prompt, data, keys):
 
 def make_triplet(client, args, record, absent):
     """("out", triplet) or ("reject", record with reason); StopRun stops the whole run, Abandoned leaves the
-    caption undone. `absent`: the AbsentObjects of --true-negations, else None. A retry redoes only the
-    part whose answer failed."""
+    caption undone. `absent`: the AbsentObjects of --true-negations, else None."""
     source, target = absent.pick(record) if absent else (None, None)
     if source == "labels" and target is None:
-        return "reject", rejected(record, "no object of the vocabulary is surely absent: each is among the "
-                                          "image's labels or named by the caption; give a larger --vocab")
-    pair = denial = None
-    problems = []
+        return "reject", reject_line(record, ["no object of the vocabulary is surely absent: each is among the "
+                                              "image's labels or named by the caption; give a larger --vocab"])
+    problems, denial = [], None
+    try:
+        pair = regenerated(client, args, problems, make_pair, record["caption"])
+        if pair and source:
+            denial = regenerated(client, args, problems, make_true_negation, record["caption"], target)
+    except RequestFailed as error:
+        problems.append(str(error))
+        pair = None
+    if not pair or source and not denial:
+        return "reject", reject_line(record, problems)
+    method = "rephrase" if args.paraphrase == "rephrase" else f"back-translate:{args.pivot}"
+    triplet = {**record, "paraphrase": pair[0], "negation": pair[1], "paraphrase_method": method}
+    if source:
+        triplet.update(true_negation=denial[1], absent_object=denial[0], absent_source=source)
+    return "out", triplet
+
+
+def regenerated(client, args, problems, make, *inputs):
+    """make(client, args, *inputs) until its answer is usable, in 1 + --regenerate tries; None when none was."""
     for attempt in range(1 + args.regenerate):
         if attempt:
             client.count("regenerated")
         try:
-            pair = pair or make_pair(client, args, record["caption"])
-            if source and denial is None:
-                denial = make_true_negation(client, args, record["caption"], target)
+            return make(client, args, *inputs)
         except BadAnswer as error:
             problems.append(str(error))
-            continue
-        except RequestFailed as error:
-            problems.append(str(error))
-            break
-        method = "rephrase" if args.paraphrase == "rephrase" else f"back-translate:{args.pivot}"
-        triplet = {**record, "paraphrase": pair[0], "negation": pair[1], "paraphrase_method": method}
-        if source:
-            triplet.update(true_negation=denial[1], absent_object=denial[0], absent_source=source)
-        return "out", triplet
-    return "reject", rejected(record, "; ".join(f"try {number}: {problem}"
-                                                for number, problem in enumerate(problems, start=1)))
+    return None
 
 
-def rejected(record, reason):
+def reject_line(record, problems):
+    reason = "; ".join(f"try {number}: {problem}" for number, problem in enumerate(problems, start=1))
     return {"id": record["id"], "image": record["image"], "caption": record["caption"], "reason": reason}
 
 
@@ -432,8 +434,8 @@ def main(argv=None):
         rejects_path = args.out.with_name(args.out.name + ".rejects.jsonl")
         if args.retry_rejects and rejects_path.exists():
             rejects_path.write_bytes(b"")
-        needs = ("true_negation", "absent_object") if absent else ()
-        write_out, done_ids = open_log(args.out, args.fsync, redact, needs)
+        write_out, done_ids = open_log(args.out, args.fsync, redact,
+                                       needs=("true_negation", "absent_object") if absent else ())
         write_reject, rejected_ids = open_log(rejects_path, args.fsync, redact)
         finished_before = done_ids | rejected_ids
         todo = [record for record in records if str(record["id"]) not in finished_before][:args.limit]

@@ -154,5 +154,7 @@ def test_a_proposed_absent_object_is_checked(proposal, problem):
     assert problem in proposal_problem(proposal, CAPTION)
 
 
-def test_a_plausible_proposal_passes():
-    assert proposal_problem("Cat", CAPTION) is None
+@pytest.mark.parametrize("proposal", ["cat", "Cat", "a cat", "the  teddy bear"])
+def test_a_plausible_proposal_passes_and_is_named_plainly(proposal):
+    assert proposal_problem(proposal, CAPTION) is None
+    assert absent_objects.normal_name(proposal) in {"cat", "teddy bear"}
