@@ -35,7 +35,7 @@ from eval import evaluate_synth, format_table, write_results
 from loss import LOSS_VARIANTS, SemCLIPLoss
 from model import CLIP, ModelConfig, describe_loaded, load_checkpoint, load_resume_checkpoint
 from overlap import fingerprint
-from pretrain import fine_tunes_pretrained, pretrained_checkpoint
+from pretrain import PRETRAIN_SEED, fine_tunes_pretrained, pretrained_checkpoint
 from synth import checked_world, world_dir, write_missing_worlds
 from train_flags import WEIGHT_DEFAULTS, parse_args
 
@@ -371,23 +371,38 @@ def train_command(argv):
     return train(args, prepare(args))
 
 
+def pretrained_metrics(checkpoint: Path, world: Path, tokenizer, device) -> dict:
+    """The pretrained CLIP's synthetic metrics on `world`'s test split, evaluated once per world and kept
+    beside the checkpoint (every fine-tune of it shows them)."""
+    kept = checkpoint.parent / f"results.{world.name}.json"
+    if kept.is_file():
+        return json.loads(kept.read_text())["metrics"]
+    n, metrics = evaluate_synth(load_checkpoint(checkpoint)[0].to(device).eval(), tokenizer, world, device)
+    write_results(kept, "synth", checkpoint, n, metrics, seed=PRETRAIN_SEED)
+    return metrics
+
+
 def main():
+    begin = time.time()
     args = parse_args()
     pretrained = None
     if fine_tunes_pretrained(args):  # the paper's protocol: fine-tune a CLIP pretrained once on the web split
         args.init = pretrained = pretrained_checkpoint(args, train_command, int(os.environ.get("WORLD_SIZE", "1")))
     run = prepare(args)
+    training_began = time.time()
     model = train(args, run)
     if model is None or args.data is not None:
         return
+    timing = {"train_s": round(time.time() - training_began, 1)}
     world = world_dir(args.synth_dir, args.true_negations, args.negation_heldout)
     n, metrics = evaluate_synth(model, run.tokenizer, world, args.device)
     rows, extra = {f"--loss {args.loss}": metrics}, {}
     if pretrained is not None:
-        before = evaluate_synth(load_checkpoint(pretrained)[0].to(args.device).eval(), run.tokenizer, world,
-                                args.device)[1]
+        before = pretrained_metrics(pretrained, world, run.tokenizer, args.device)
         rows, extra = {"pretrained": before, **rows}, {"pretrained": {"checkpoint": str(pretrained), "metrics": before}}
-    write_results(args.out / "results.json", "synth", args.out / "ckpt.pt", n, metrics, **extra)
+    timing["wall_s"] = round(time.time() - begin, 1)  # the whole command: world, pretraining, evaluations
+    write_results(args.out / "results.json", "synth", args.out / "ckpt.pt", n, metrics, seed=args.seed, **timing,
+                  **extra)
     print(f"\nsynthetic test split ({n} items):")
     print(format_table(rows, list(metrics)))
     print("orig_over_neg: true caption beats its negation; zeroshot_neg: lower is better", file=sys.stderr)

@@ -97,9 +97,9 @@ def parse_args(argv=None):
     model.add_argument("--no-normalize-projections", action="store_true", help="skip normalising p(x)")
     model.add_argument("--contrastive-impl", choices=IMPLEMENTATIONS, default="auto",
                        help="how L_clip is computed: reference (plain F.cross_entropy, to check the others), "
-                            "tiled (fused, hand-written backward), triton (fused GPU kernel), auto (the tiled op on "
-                            "CPU; on CUDA the faster of triton and tiled, checked); the same numbers every way "
-                            "(default: %(default)s)")
+                            "tiled (fused, hand-written backward), triton (fused GPU kernel), triton-bf16 (the kernel "
+                            "on bf16 tiles of fp32 features: faster, less exact), auto (the tiled op on CPU; on CUDA "
+                            "the faster of triton and tiled, checked on the first batch) (default: %(default)s)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=count, default=128, help="global batch, all processes and "
                                                                      "micro-batches together (default: %(default)s)")

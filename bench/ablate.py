@@ -1,6 +1,8 @@
 """The paper in miniature: CLIP vs negations-as-hard-negatives vs SemCLIP on the synthetic world,
 each trained on the world as the paper has it (every training negation false) and on the world
 where a fraction P of the training captions also carry a true negation (--true-negations P).
+--protocol finetune (the default, the paper's): every run fine-tunes the same pretrained CLIP with
+its image tower frozen; --protocol scratch: every run from random weights.
 
     python bench/ablate.py --steps 300                           # docs/ablation.md's table
     python bench/ablate.py --variants clip semclip --seeds 0 --true-negations 0
@@ -63,7 +65,7 @@ ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about th
 METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
            "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff", "trueneg_over_falseneg",
            "zeroshot_orig", "zeroshot_neg")
-OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--learnable-projections", "--num-projections",
+OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--from-scratch", "--learnable-projections", "--num-projections",
                    "--true-negations", "--caption-augment", "--paraphrase-projections")
 FIGURE_VARIANTS = {"clip": "#d9542b", "semclip": "#2b6cd9"}  # variant: colour
 MCQ_COLOURS = {"mcq_affirmation": "#7f7f7f", "mcq_negation": "#d9542b", "mcq_hybrid": "#2b6cd9"}
@@ -89,7 +91,11 @@ def parse_args():
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: train.py's)")
     parser.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                         help="synthetic world, written once if missing (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("runs/ablate"), help="(default: %(default)s)")
+    parser.add_argument("--protocol", choices=("finetune", "scratch"), default="finetune",
+                        help="finetune: every run fine-tunes the world's pretrained CLIP, image tower frozen (the "
+                             "paper's protocol, train.py's default); scratch: every run from random weights "
+                             "(train.py --from-scratch) (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="(default: runs/ablate-PROTOCOL)")
     parser.add_argument("--figure", type=Path, help="margin histogram SVG (default: OUT/margins.svg)")
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: tabulate the runs of these settings already finished in OUT")
@@ -107,6 +113,7 @@ def parse_args():
         parser.error("--seeds: each seed once")
     if any(not 0 <= p <= 1 for p in args.true_negations):
         parser.error("--true-negations: fractions in [0, 1]")
+    args.out = args.out or Path(f"runs/ablate-{args.protocol}")
     args.figure = args.figure or args.out / "margins.svg"
     args.mcq_figure = args.mcq_figure or args.out / "mcq.svg"
     return args
@@ -125,9 +132,10 @@ def ablation_rows(args):
 def train_command(args, variant, true_negations, seed, run_dir):
     steps = [] if args.steps is None else ["--steps", str(args.steps)]
     world = [] if true_negations == 0 else ["--true-negations", f"{true_negations:g}"]
-    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], *world, "--seed", str(seed),
-            *steps, "--synth-dir", str(args.synth_dir), "--workers", str(args.workers), "--device", args.device,
-            "--out", str(run_dir), *args.train_flags]
+    protocol = ["--from-scratch"] if args.protocol == "scratch" else []
+    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], *protocol, *world,
+            "--seed", str(seed), *steps, "--synth-dir", str(args.synth_dir), "--workers", str(args.workers),
+            "--device", args.device, "--out", str(run_dir), *args.train_flags]
 
 
 def run_one(args, row, variant, true_negations, seed, run_dir):
