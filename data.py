@@ -10,12 +10,17 @@ lines print as one line before exiting with status 1.
 import argparse
 import csv
 import functools
+import io
 import json
 import math
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import torch
 import torchvision.io
 import torchvision.transforms.functional
@@ -47,6 +52,7 @@ def image_transform(image_size: int, train: bool = False, kind: str = "clip"):
         raise ValueError(f"image transform must be one of {', '.join(IMAGE_TRANSFORMS)}, not {kind!r}")
 
     def transform(image: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+        image = to_uint8(image)  # a uint16 image scaled by its own range, not divided by 255
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         image = image[:3]
@@ -71,15 +77,78 @@ def image_transform(image_size: int, train: bool = False, kind: str = "clip"):
 
 
 def read_image(path: Path, where: str) -> torch.Tensor:
-    """Decode an image file (PNG, JPEG, ...); `where` ("file:line") goes into the error."""
+    """Decode an image file into uint8 RGB [3, H, W]: JPEG, WebP and GIF through torchvision, the rest
+    (PNG, BMP, TIFF, animated WebP, ...) through Pillow, torchvision's own image dependency. An
+    animation gives its first frame; a 16-bit image is scaled by its own range (a white 16-bit PNG is
+    white, not 257 times too bright). `where` ("file:line") goes into the error."""
     if not Path(path).is_file():
         raise DataError(f"{where}: image {path} does not exist; fix the path or remove the line")
     try:
-        data = torchvision.io.read_file(str(path))
-        return torchvision.io.decode_image(data, mode=torchvision.io.ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(f"{where}: cannot decode image {path} ({str(error).splitlines()[0]}); "
-                        "replace the file or remove the line") from None
+        blob = Path(path).read_bytes()
+    except OSError as error:
+        raise DataError(f"{where}: cannot read image {path} ({error.strerror}); check its permissions") from None
+    try:
+        image = _decode(blob)
+    except _Undecodable as reason:
+        raise DataError(f"{where}: cannot decode image {path} ({reason}); replace the file or remove the line") \
+            from None
+    return to_uint8(image[0] if image.ndim == 4 else image)  # an animated GIF comes as [frames, 3, H, W]
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """An integer image of any depth as uint8, scaled by its own range and rounded: 16-bit 65535 -> 255."""
+    if image.dtype == torch.uint8:
+        return image
+    top = torch.iinfo(image.dtype).max
+    return ((image.to(torch.int64) * 255 + top // 2) // top).to(torch.uint8)
+
+
+SIGNATURES = {rb"\xff\xd8\xff": "JPEG", rb"\x89PNG": "PNG", rb"GIF8": "GIF", rb"RIFF....WEBP": "WebP", rb"BM": "BMP",
+              rb"II\*\x00|MM\x00\*": "TIFF"}  # how each format's files start
+# torchvision's decoders, where they are safe: its PNG decoder (0.29) crashes the whole process on damaged
+# image data (a flipped bit), so PNG goes through Pillow, which says so
+TORCHVISION_FORMATS = ("JPEG", "WebP", "GIF")
+
+
+class _Undecodable(Exception):
+    """Why an image file cannot be decoded, in words (no library internals)."""
+
+
+def _decode(blob: bytes) -> torch.Tensor:
+    kind = next((name for start, name in SIGNATURES.items() if re.match(start, blob, re.DOTALL)), None)
+    if kind in TORCHVISION_FORMATS:
+        try:
+            return torchvision.io.decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                                               mode=torchvision.io.ImageReadMode.RGB)
+        except (RuntimeError, ValueError):  # an animated WebP, damaged data: Pillow may still read it
+            pass
+    return _decode_with_pillow(blob, kind)
+
+
+def _decode_with_pillow(blob: bytes, kind: str) -> torch.Tensor:
+    """[3, H, W]: uint8 RGB, or uint16 for 16-bit greyscale (Pillow's mode I;16; Pillow keeps only the
+    high byte of 16-bit colour)."""
+    try:
+        with warnings.catch_warnings():  # notes on the metadata of a file that decodes; the 89-megapixel note
+            warnings.simplefilter("ignore")
+            with PIL.Image.open(io.BytesIO(blob)) as image:
+                mode = image.mode
+                if mode.startswith("I;16"):
+                    return torch.from_numpy(np.array(image, dtype=np.int32)).to(torch.uint16).expand(3, -1, -1)
+                if mode not in ("I", "F"):  # 1, L, LA, P, RGB, RGBA, CMYK, ...: Pillow's own conversion
+                    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    except PIL.Image.DecompressionBombError as error:  # says how many pixels, and the limit
+        raise _Undecodable(str(error)) from None
+    except Exception:  # noqa: BLE001 -- Pillow raises many kinds for damaged data; say it in words instead
+        if not blob:
+            raise _Undecodable("the file is empty") from None
+        if kind is None:
+            raise _Undecodable(f"not an image format torchvision or Pillow reads; it starts with {blob[:8]!r}") \
+                from None
+        raise _Undecodable(f"{kind} data that torchvision and Pillow cannot decode: damaged, cut short, or a "
+                           "variant they lack") from None
+    raise _Undecodable(f"a 32-bit {'integer' if mode == 'I' else 'floating-point'} image has no range to scale "
+                       "to 8 bits; save it with 8 or 16 bits per channel")
 
 
 # ----------------------------------------------------------------------------- triplet readers
