@@ -13,7 +13,7 @@
 
 Features are random unit rows, N = M, logit scale 14.3 (CLIP's init, 1/0.07); D = 256 on CPU,
 512 on CUDA. The ratio columns divide the first method's numbers (triton on CUDA, tiled on CPU)
-by each other method's.
+by each other method's; loss_diff is each method's loss value relative to the reference's, minus 1.
 
 How it measures
 - Time: forward+backward after a warm-up call, wall clock (CUDA: synchronised after each call);
@@ -28,7 +28,12 @@ How it measures
   memory on CUDA: torch.cuda.max_memory_allocated() over the same call, minus what was
   allocated before.
 
+--out FILE writes one size's numbers as a results file (results.py renders the docs' tables from
+it): {"bench": "bench_loss", "checkpoint": null, "n": N, "metrics": {"M_s", "M_MiB" per method M,
+"time_F/M", "mem_F/M" (F the first method), "loss_diff_M"}, "provenance"}.
+
     python bench/bench_loss.py                          # CPU, fp32, D 256, N in 1024 4096 16384
+    python bench/bench_loss.py --sizes 4096 --out results/fused-loss/bench_loss_cpu_4096.json
     python bench/bench_loss.py --device cuda            # CUDA, bf16, D 512, N in 4096 16384 65536
 """
 
@@ -40,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +53,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import loss  # noqa: E402
+from results import provenance  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -152,6 +159,7 @@ def main():
     parser.add_argument("--dim", type=int, help="feature dimension D (default: 256 on CPU, 512 on CUDA)")
     parser.add_argument("--dtype", choices=list(DTYPES), help="default: fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--chunk-size", type=int, help="rows per tile of the tiled op (default: its own choice)")
+    parser.add_argument("--out", type=Path, help="write the results JSON of one size (--sizes N) to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,6 +170,8 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_loss.py: --device cuda but torch.cuda.is_available() is False")
     sizes = args.sizes or ([1024, 4096, 16384] if args.device == "cpu" else [4096, 16384, 65536])
+    if args.out and len(sizes) != 1:
+        parser.error("--out writes one size's results file: give one --sizes N")
 
     methods = ["triton", "triton-bf16", "tiled", "reference", "open_clip"]
     if args.device == "cpu" or args.dtype != "fp32":
@@ -189,25 +199,24 @@ def main():
         values = [r[key] for r in results[(method, n)] if r is not None]
         return statistics.median(values) if values else float("nan")
 
+    first = methods[0]  # triton on CUDA, tiled on CPU: the ratios compare it with each other method
+    metrics = {n: {**{f"{m}_s": median(m, n, "seconds") for m in methods},
+                   **{f"{m}_MiB": median(m, n, "peak_mib") for m in methods},
+                   **{f"time_{first}/{m}": median(first, n, "seconds") / median(m, n, "seconds") for m in methods[1:]},
+                   **{f"mem_{first}/{m}": median(first, n, "peak_mib") / median(m, n, "peak_mib") for m in methods[1:]},
+                   **{f"loss_diff_{m}": abs(median(m, n, "loss") / median("reference", n, "loss") - 1)
+                      for m in methods if m != "reference"}}
+               for n in sizes}
     print(f"\ndevice {args.device}, {args.dtype}, D = {args.dim}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, medians of {args.repeats} interleaved runs, forward+backward")
-    header = ["N"] + [f"{m} s" for m in methods] + [f"{m} MiB" for m in methods]
-    first = methods[0]  # triton on CUDA, tiled on CPU: the ratios compare it with each other method
-    header += [f"time {first}/{m}" for m in methods[1:]] + [f"mem {first}/{m}" for m in methods[1:]]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
+    print("| N | " + " | ".join(metrics[sizes[0]]) + " |\n|" + "---|" * (1 + len(metrics[sizes[0]])))
     for n in sizes:
-        row = [str(n)]
-        row += [f"{median(m, n, 'seconds'):.3f}" for m in methods]
-        row += [f"{median(m, n, 'peak_mib'):.0f}" for m in methods]
-        row += [f"{median(first, n, 'seconds') / median(m, n, 'seconds'):.2f}" for m in methods[1:]]
-        row += [f"{median(first, n, 'peak_mib') / median(m, n, 'peak_mib'):.3f}" for m in methods[1:]]
-        print("| " + " | ".join(row) + " |")
-    for method in methods:
-        if method != "reference":
-            worst = max(abs(median(method, n, "loss") / median("reference", n, "loss") - 1) for n in sizes)
-            print(f"largest relative difference of the loss value, {method} vs reference: {worst:.1e}")
+        print(f"| {n} | " + " | ".join(f"{value:.4g}" for value in metrics[n].values()) + " |")
     print("(NaN: out of memory)" if any(None in v for v in results.values()) else "")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"bench": "bench_loss", "checkpoint": None, "n": sizes[0],
+                                        "metrics": metrics[sizes[0]], "provenance": provenance(0)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

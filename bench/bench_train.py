@@ -1,15 +1,18 @@
 """Images/s of one full training step, ours vs open_clip at identical sizes, side by side.
 
 One step = forward of both towers, contrastive loss, backward, AdamW update, on a batch of
-random images and random captions padded to the context length (the same tensors for both).
+random images and random texts padded to the context length (the same tensors for all).
 
   ours       model.CLIP + loss.SemCLIPLoss with --loss clip settings (the fused contrastive op),
              through train.train_step, the function train.py runs
   open_clip  open_clip.model.CLIP built with the same widths, layers, heads, patch, image size,
              context, vocabulary (100277) and GELU, + open_clip.loss.ClipLoss
-             (pip install -r bench/requirements.txt; its columns show "-" with a note if it is absent)
+             (pip install -r bench/requirements.txt; its columns are skipped with a note if it is absent)
   open_clip+fused  the same open_clip step with train.py's optimizer: shows where the gap comes from
   semclip    ours with the full SemCLIP loss: three texts per image (for information; more work)
+
+Each of ours is handed its batch as train.py builds it (train.as_batch, keep=loss_fn.texts +
+loss_fn.images): ours encodes the captions alone, semclip captions, paraphrases and negations.
 
 All use AdamW with the same parameter groups and hyper-parameters, no gradient clipping. Ours
 runs train.build_optimizer as train.py does (fused=True, one kernel); open_clip runs AdamW as
@@ -20,17 +23,25 @@ and the table shows the median over repeats. On CUDA, bf16 autocast (loss in fp3
 and peak memory is reported too: torch.cuda.max_memory_allocated over the timed steps, minus
 what the other methods' models and optimizers hold (so: what this method alone needs).
 
+--out FILE writes one preset's numbers as a results file (results.py renders the docs' tables from
+it): {"bench": "bench_train", "checkpoint": null, "n": the batch size, "metrics": {"M_img_s" per
+method M, "ours/M" (ours' img/s over M's), "M_GiB" on CUDA}, "provenance"}.
+
     python bench/bench_train.py                                   # CPU: tiny and small, fp32
+    python bench/bench_train.py --presets tiny --out results/training-at-scale/bench_train_tiny.json
     python bench/bench_train.py --device cuda --presets B-32 --batch-size 256
 """
 
 import argparse
 import importlib.util
+import io
+import json
 import os
 import statistics
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
+from pathlib import Path
 
 import torch
 
@@ -38,8 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
 from model import CLIP, ModelConfig  # noqa: E402
+from results import provenance  # noqa: E402
 
 END_OF_TEXT = 100257  # cl100k_base; the largest id in a caption, where both models pool
+FIELDS = ("caption", "paraphrase", "negation")  # random_batch's texts, as train.py's dataset names them
 
 
 def parse_args():
@@ -58,6 +71,7 @@ def parse_args():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
                         help="(default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--out", type=Path, help="write the results JSON of one preset (--presets NAME) to this file")
     args = parser.parse_args()
     args.presets = args.presets or (["tiny", "small", "B-32"] if args.device.startswith("cuda") else ["tiny", "small"])
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
@@ -68,11 +82,13 @@ def parse_args():
             parser.error(str(error))
     if min(args.batch_size, args.repeats, args.steps) < 1:
         parser.error("--batch-size, --repeats and --steps must be at least 1")
+    if args.out and len(args.presets) != 1:
+        parser.error("--out writes one preset's results file: give one --presets NAME")
     return args
 
 
 def random_batch(config, n, device, generator):
-    """Images, and captions of 4..L-1 random tokens then end-of-text, zero-padded to the context."""
+    """Images, and texts (one per FIELDS) of 4..L-1 random tokens then end-of-text, zero-padded to the context."""
     images = torch.randn(n, 3, config.image_size, config.image_size, generator=generator)
     length = config.context_length
     tokens = torch.randint(1, END_OF_TEXT, (3 * n, length), generator=generator)
@@ -92,10 +108,16 @@ def open_clip_model(config):
     return OpenCLIP(config.embed_dim, vision, text, quick_gelu=False)
 
 
+def train_settings(*flags):
+    """train.py's settings for these flags, from scratch (its lines about a training run not printed)."""
+    with redirect_stdout(io.StringIO()):
+        return train.parse_args(["--from-scratch", *flags])
+
+
 def make_step(method, config, batch, device, autocast):
     """A function running one training step of `method` on `batch`."""
-    optimizer_args = train.parse_args(["--lr", "1e-4", "--weight-decay", "0.1"])  # train.py's AdamW settings
-    images, captions, paraphrases, negations = batch
+    optimizer_args = train_settings("--lr", "1e-4", "--weight-decay", "0.1")  # train.py's AdamW settings
+    images, captions = batch[:2]
     if method.startswith("open_clip"):
         from open_clip.loss import ClipLoss
         model, clip_loss = open_clip_model(config).to(device), ClipLoss()
@@ -111,12 +133,12 @@ def make_step(method, config, batch, device, autocast):
     else:
         model = CLIP(config).to(device)
         loss = "clip" if method == "ours" else "semclip"
-        loss_fn = train.build_loss(train.parse_args(["--loss", loss]), config.embed_dim).to(device)
+        loss_fn = train.build_loss(train_settings("--loss", loss), config.embed_dim).to(device)
         optimizer = train.build_optimizer(optimizer_args, model, loss_fn)
-        texts = (paraphrases, negations) if method == "semclip" else (None, None)
+        ours = train.as_batch(batch, FIELDS, loss_fn.FIELDS, device, keep=loss_fn.texts + loss_fn.images)
 
         def forward_backward():
-            train.train_step(model, model.logit_scale, loss_fn, (images, captions, *texts), 1, autocast)
+            train.train_step(model, model.logit_scale, loss_fn, ours, 1, autocast)
 
     def step():
         forward_backward()
@@ -174,17 +196,18 @@ def main():
                 if device.type == "cuda":
                     peaks[method].append((torch.cuda.max_memory_allocated(device) - others) / 2 ** 30)
         median = {m: statistics.median(rates[m]) for m in methods}
-        rate = {m: f"{median[m]:.1f}" if m in median else "-" for m in ("ours", "open_clip", "open_clip+fused")}
-        memory = {m: f"{max(peaks[m]):.2f}" if peaks.get(m) else "-" for m in ("ours", "open_clip", "semclip")}
-        ratio = f"{median['ours'] / median['open_clip']:.2f}" if "open_clip" in median else "-"
-        rows.append((preset, rate["ours"], rate["open_clip"], ratio, rate["open_clip+fused"],
-                     f"{median['semclip']:.1f}", memory["ours"], memory["open_clip"], memory["semclip"]))
+        metrics = {f"{m}_img_s": median[m] for m in methods}
+        metrics.update({f"ours/{m}": median["ours"] / median[m] for m in methods if m != "ours"})
+        metrics.update({f"{m}_GiB": max(peaks[m]) for m in methods if peaks[m]})
+        rows.append((preset, metrics))
         del steps, resting
-    header = ("preset", "ours img/s", "open_clip img/s", "ours/open_clip", "open_clip+fused img/s",
-              "ours semclip img/s", "ours GiB", "open_clip GiB", "semclip GiB")
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print("| preset | " + " | ".join(rows[0][1]) + " |\n|" + "---|" * (1 + len(rows[0][1])))
+    for preset, metrics in rows:
+        print(f"| {preset} | " + " | ".join(f"{value:.2f}" for value in metrics.values()) + " |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"bench": "bench_train", "checkpoint": None, "n": args.batch_size,
+                                        "metrics": rows[0][1], "provenance": provenance(0)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
