@@ -6,6 +6,7 @@ is not on disk at all is `MissingData`, which `eval.py --bench all` skips. Sourc
 docs/benchmarks.md.
 """
 
+import ast
 import csv
 import json
 import warnings
@@ -133,28 +134,60 @@ def read_zeroshot(name: str, root: Path):
                           f"{', '.join(f'{k}={v!r}' for k, v in split.items())})\" or pass --data-root") from None
 
 
-def read_negbench_mcq(path: Path, image_root: Path, limit=None):
-    """NegBench MCQ CSV: four captions per image, `correct_answer` the right one's index."""
+def _read_negbench_csv(path: Path, fix: str) -> list:
+    """(line number, row) of each row of a NegBench CSV."""
     try:  # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark
-        with open(require_file(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)"), newline="",
-                  encoding="utf-8-sig") as file:
-            rows = list(csv.DictReader(file))
+        with open(require_file(path, fix), newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            return [(reader.line_num, row) for row in reader]
     except (UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: not a UTF-8 CSV file ({error}); re-download the NegBench file") from None
+
+
+def _negbench_image(image_root: Path, text: str) -> Path:
+    """NegBench's image paths are its authors' (absolute: found by file name) or relative to `image_root`."""
+    image = Path(text)
+    return image_root / (image.name if image.is_absolute() else image)
+
+
+def read_negbench_mcq(path: Path, image_root: Path, limit=None):
+    """NegBench MCQ CSV: four captions per image, `correct_answer` the right one's index."""
     records = []
-    for number, row in enumerate(rows[:limit], start=2):
+    for number, row in _read_negbench_csv(path, "check --csv (NegBench: github.com/m1k2zoo/negbench)")[:limit]:
         where = f"{path}:{number}"
         try:
-            image = Path(row["image_path"])
             captions, answer = [row[f"caption_{k}"].strip() for k in range(4)], int(row["correct_answer"])
             if answer not in range(4):
                 raise ValueError(answer)
-            records.append({"image": image_root / (image.name if image.is_absolute() else image), "where": where,
+            records.append({"image": _negbench_image(image_root, row["image_path"]), "where": where,
                             "captions": captions, "answer": answer, "caption": captions[answer],
                             "template": row["correct_answer_template"]})
         except (KeyError, ValueError, AttributeError, TypeError):  # a column missing, a row cut short
             raise DataError(f"{where}: needs image_path, caption_0..caption_3, correct_answer 0-3 and "
                             "correct_answer_template; is this a NegBench MCQ file?") from None
+    return require_images(records, "--image-root")
+
+
+NEGBENCH_RETRIEVAL = {"original": "COCO_val_retrieval.csv",  # {results name: NegBench's file name}
+                      "negated": "COCO_val_negated_retrieval_llama3.1_rephrased_affneg_true.csv"}
+
+
+def read_negbench_retrieval(path: Path, image_root: Path, limit=None):
+    """NegBench retrieval CSV: a row per image (`filepath`) with its queries in `captions`, the Python list
+    literal NegBench's scripts write (str of a list), read with ast.literal_eval (NegBench's eval would run code)."""
+    records = []
+    for number, row in _read_negbench_csv(path, "download NegBench's CSV files (github.com/m1k2zoo/negbench, "
+                                                "benchmarks/README.md) or pass --data-root")[:limit]:
+        where = f"{path}:{number}"
+        try:
+            captions = ast.literal_eval(row["captions"])
+            if not isinstance(captions, list) or not all(isinstance(caption, str) for caption in captions):
+                raise ValueError(captions)
+            records.append({"image": _negbench_image(image_root, row["filepath"]), "where": where,
+                            "captions": [caption.strip() for caption in captions]})
+        except (KeyError, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # what literal_eval raises
+            raise DataError(f"{where}: needs filepath and captions, a list of texts such as ['a dog', 'no cat']; "
+                            "is this a NegBench retrieval file?") from None
     return require_images(records, "--image-root")
 
 

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from benchmarks import (CCNEG_IMAGES, CCNEG_TEST_SIZE, NEGBENCH_CSV, ZEROSHOT_DATASETS, MissingData, read_ccneg,
-                        read_ccneg_csv, read_negbench_mcq, read_sugarcrepe_pp, read_zeroshot, require_file)
+from benchmarks import (CCNEG_IMAGES, CCNEG_TEST_SIZE, NEGBENCH_CSV, NEGBENCH_RETRIEVAL, ZEROSHOT_DATASETS, MissingData,
+                        read_ccneg, read_ccneg_csv, read_negbench_mcq, read_negbench_retrieval, read_sugarcrepe_pp,
+                        read_zeroshot, require_file)
 from data import IMAGE_TRANSFORMS, TripletDataset, image_transform, read_triplets
-from errors import DataError, one_line, run_cli
+from errors import DataError, count, non_negative_int, one_line, run_cli
 from model import describe_loaded, load_checkpoint
 from overlap import count_overlap
 from results import provenance
@@ -35,7 +36,7 @@ from tokenizer import tokenize, trim_padding
 
 DATA_DIR = DEFAULT_SYNTH_DIR.parent
 BENCH_FOLDERS = {"synth": "synth", "cc_neg": "cc_neg", "sugarcrepe_pp": "sugarcrepe_pp", "zeroshot": "torchvision",
-                 "negbench_mcq": "negbench"}
+                 "negbench_mcq": "negbench", "negbench_retrieval": "negbench"}
 
 
 def default_device() -> str:
@@ -105,6 +106,13 @@ def embed_images(model, records, device, batch_size=256, workers=0):
     """Unit image embeddings [N, D] of records {"image": Path, "where": ...}, in record order."""
     dataset = TripletDataset(records, model.config.image_size, train=False, kind=model.config.image_transform)
     return encode_images(model, dataset, device, batch_size, workers)[0]
+
+
+def embed_shared_images(model, records, device, batch_size=256, workers=0):
+    """embed_images of records that share image files (one COCO image, many items): each file embedded once."""
+    unique = list({r["image"]: r for r in records}.values())
+    row_of = {r["image"]: row for row, r in enumerate(unique)}
+    return embed_images(model, unique, device, batch_size, workers)[[row_of[r["image"]] for r in records]]
 
 
 @torch.inference_mode()
@@ -223,9 +231,7 @@ def evaluate_cc_neg(model, tokenizer, records, device="cpu", batch_size=256, wor
 def evaluate_sugarcrepe_pp(model, tokenizer, categories, device="cpu", batch_size=256, workers=0):
     """Per category, strict >: ITT (image prefers both paraphrases to the negative), TOT (text only), Img-P1/P2."""
     records = [r for category in categories.values() for r in category]
-    unique = list({r["image"]: r for r in records}.values())  # the categories share COCO images: embed each once
-    row_of = {r["image"]: row for row, r in enumerate(unique)}
-    image = embed_images(model, unique, device, batch_size, workers)[[row_of[r["image"]] for r in records]]
+    image = embed_shared_images(model, records, device, batch_size, workers)  # the categories share COCO images
     p1, p2, negative = (embed_texts(model, [r[key] for r in records], tokenizer, device)
                         for key in ("caption", "paraphrase", "negation"))
     img_p1, img_p2 = cosine(image, p1) > cosine(image, negative), cosine(image, p2) > cosine(image, negative)
@@ -263,6 +269,28 @@ def evaluate_negbench_mcq(model, tokenizer, records, device="cpu", batch_size=25
     for template in sorted({r["template"] for r in records}):
         metrics[f"{template}/accuracy"] = fraction(correct[[r["template"] == template for r in records]])
     return len(records), metrics
+
+
+RECALL_AT = (1, 5, 10)
+
+
+def evaluate_negbench_retrieval(model, tokenizer, files, device="cpu", batch_size=256, workers=0):
+    """Text -> image Recall@1/5/10 per file ({name: records}), NegBench's protocol (its evaluation/retrieval.py):
+    every caption of a row is a query whose one positive is that row's image, among the images of all the
+    file's rows. n counts the queries of all files."""
+    everything = [r for records in files.values() for r in records]
+    images = embed_shared_images(model, everything, device, batch_size, workers).split(
+        [len(records) for records in files.values()])  # the two files show the same COCO images: embed once
+    metrics, n = {}, 0
+    for (name, records), image in zip(files.items(), images):
+        text = embed_texts(model, [c for r in records for c in r["captions"]], tokenizer, device)
+        positive = torch.tensor([row for row, r in enumerate(records) for _ in r["captions"]])
+        top = torch.cat([(queries @ image.T).topk(min(max(RECALL_AT), len(records)), dim=1).indices
+                         for queries in text.split(1024)])  # 1024 queries at a time: COCO's 25k x 5k scores are 0.5 GB
+        for k in RECALL_AT:
+            metrics[f"{name}/t2i_r{k}"] = fraction((top[:, :k] == positive[:, None]).any(dim=1))
+        n += len(positive)
+    return n, metrics
 
 
 # ----------------------------------------------------------------------------- reports and command line
@@ -318,6 +346,11 @@ def run_bench(bench, dataset, root, args, model, tokenizer):
                 [r for records in categories.values() for r in records])
     if bench == "zeroshot":  # torchvision sets: no file names to compare
         return (*evaluate_zeroshot(model, tokenizer, read_zeroshot(dataset, root), *common, limit=args.limit), None)
+    if bench == "negbench_retrieval":  # the test items are the queries
+        files = {name: read_negbench_retrieval(root / file, args.image_root or root, args.limit)
+                 for name, file in NEGBENCH_RETRIEVAL.items()}
+        return (*evaluate_negbench_retrieval(model, tokenizer, files, *common),
+                [{**r, "caption": caption} for records in files.values() for r in records for caption in r["captions"]])
     path = args.csv or root / NEGBENCH_CSV
     records = read_negbench_mcq(path, args.image_root or path.parent, args.limit)
     return (*evaluate_negbench_mcq(model, tokenizer, records, *common), records)
@@ -338,11 +371,12 @@ def parse_args(argv=None):
         description="Evaluate a SemCLIP/CLIP checkpoint on negation and paraphrase benchmarks.",
         epilog="examples:\n"
                "  python eval.py --bench synth --ckpt out/ckpt.pt --out results.json\n"
-               "  python eval.py --bench cc_neg --data-root ~/ccneg --workers 2     # ccneg_preprocessed.pt + ccneg_images/\n"
+               "  python eval.py --bench cc_neg --data-root ~/ccneg --workers 2  # ccneg_preprocessed.pt, images\n"
                "  python eval.py --bench cc_neg --ccneg-csv ccneg_paraphrased.csv --image-dir ~/ccneg/images\n"
                "  python eval.py --bench sugarcrepe_pp --data-root ~/scpp --image-dir ~/coco/val2017\n"
                "  python eval.py --bench zeroshot --dataset cifar100 --data-root ~/torchvision\n"
                "  python eval.py --bench negbench_mcq --csv COCO_val_mcq_llama3.1_rephrased.csv --image-root ~/coco\n"
+               "  python eval.py --bench negbench_retrieval --data-root ~/negbench --image-root ~/coco/val2017\n"
                "  python eval.py --bench all --data-root data --out results.json  # data/{" + ",".join(
                    dict.fromkeys(BENCH_FOLDERS.values())) + "}; writes results.<bench>.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,7 +390,8 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", choices=list(ZEROSHOT_DATASETS), default="cifar10",
                         help="zeroshot: torchvision data set, already on disk (default: %(default)s)")
     parser.add_argument("--csv", type=Path, help=f"negbench_mcq: the MCQ CSV (default: <data-root>/{NEGBENCH_CSV})")
-    parser.add_argument("--image-root", type=Path, help="negbench_mcq: folder of the CSV's image paths")
+    parser.add_argument("--image-root", type=Path, help="negbench_mcq, negbench_retrieval: the folder the CSVs' image "
+                        "paths are relative to; absolute ones are found there by file name (default: the CSV's folder)")
     parser.add_argument("--activation", choices=("gelu", "quick_gelu"),
                         help="the MLP activation, for published weights that do not record it (open_clip's "
                              "-quickgelu models need quick_gelu; default: recorded, else gelu)")
@@ -364,10 +399,12 @@ def parse_args(argv=None):
                         help="image preprocessing: clip or authors (see train.py --help; default: the checkpoint's)")
     parser.add_argument("--out", type=Path, help="write results JSON here")
     parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:1 (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes (default: %(default)s)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N items (a quick look)")
-    parser.add_argument("--split-size", type=int, default=CCNEG_TEST_SIZE,
+    parser.add_argument("--batch-size", type=count, default=256, help="images per batch (default: %(default)s)")
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="image-decoding processes (default: %(default)s)")
+    parser.add_argument("--limit", type=count, help="evaluate only the first N items, a quick look "
+                        "(negbench_retrieval: the first N images of each file)")
+    parser.add_argument("--split-size", type=count, default=CCNEG_TEST_SIZE,
                         help="for tests only: cc_neg takes this many samples from the end of the .pt "
                              "(CoN-CLIP's test split: %(default)s)")
     args = parser.parse_args(argv)
@@ -400,7 +437,8 @@ def main():
         print_report(name, label, n, metrics)
         overlap = report_overlap(name, train_fingerprint, records)
         if args.out:
-            out = args.out.with_name(f"{args.out.stem}.{name.replace('/', '.')}{args.out.suffix}") if every else args.out
+            out = (args.out.with_name(f"{args.out.stem}.{name.replace('/', '.')}{args.out.suffix}") if every
+                   else args.out)
             write_results(out, bench, args.ckpt, n, metrics, **overlap,
                           **({"dataset": dataset} if bench == "zeroshot" else {}))
             print(f"wrote {out}", file=sys.stderr)

@@ -14,12 +14,12 @@ import torchvision
 
 import benchmarks
 import eval as evaluation
-from data import CLIP_MEAN, CLIP_STD
+from data import CLIP_MEAN, CLIP_STD, image_transform, read_image
 from errors import DataError
 from eval import format_table, recall_at
-from model import ModelConfig
+from model import ModelConfig, load_checkpoint
 from synth import SYNONYMS, synth_classes
-from tokenizer import get_tokenizer
+from tokenizer import get_tokenizer, tokenize
 
 from conftest import SUGARCREPE_PP, help_examples, run_python
 
@@ -96,7 +96,8 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
 
 
 def random_vector(key: str, dim=8):
-    return torch.nn.functional.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(zlib.crc32(key.encode()))), dim=0)
+    generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    return torch.nn.functional.normalize(torch.randn(dim, generator=generator), dim=0)
 
 
 def basis(i, dim=8):
@@ -280,6 +281,91 @@ def test_negbench_mcq_accuracy_and_per_template_breakdown(tmp_path):
     assert n == 3 and metrics == {"accuracy": 2 / 3, "positive/accuracy": 1.0, "negative/accuracy": 0.5}
 
 
+# NegBench's retrieval files (its training/data.py CsvImageCaptionDataset, evaluation/retrieval.py): a row per
+# image, `filepath` (its authors' absolute paths, or relative ones) and `captions`, str() of a Python list
+# as pandas writes it; every caption is a text -> image query whose one positive is its own row's image.
+
+def write_negbench_retrieval(folder, rows):
+    """Both files, the original and the negated captions, with NegBench's names and columns; rows: per file
+    [(filepath, captions)]."""
+    for name, file_rows in zip(benchmarks.NEGBENCH_RETRIEVAL.values(), rows):
+        with open(folder / name, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["filepath", "captions"])
+            writer.writerows([path, str(captions)] for path, captions in file_rows)
+    return folder
+
+
+def retrieval_rows(negated, folder="/datasets/coco/val2017"):
+    """14 COCO-named images in `folder` (by default an absolute path of NegBench's authors), 2-3 queries each."""
+    return [(f"{folder}/{i:012d}.jpg", [f"{'no' if negated else 'a'} thing {i} {q}" for q in range(2 + i % 2)])
+            for i in range(14)]
+
+
+def recall_by_hand(scores, k):
+    """scores: per query (its own image's score, every image's score); a hit when fewer than k images beat it."""
+    return sum(sum(other > own for other in row) < k for own, row in scores) / len(scores)
+
+
+def test_negbench_retrieval_recall_equals_a_count_by_hand(tmp_path):
+    """Queries "... 0" are planted on their own image, the others are random vectors."""
+    rows = [retrieval_rows(negated=False), retrieval_rows(negated=True, folder="val2017")]  # absolute, relative paths
+    write_negbench_retrieval(tmp_path, rows)
+    for i in range(14):
+        write_image(tmp_path / "val2017" / f"{i:012d}.jpg", i)
+    images = {i: random_vector(f"image {i}") for i in range(14)}
+    texts = {caption: images[i] for file_rows in rows for i, (_, captions) in enumerate(file_rows)
+             for caption in captions if caption.endswith(" 0")}
+    files = {name: benchmarks.read_negbench_retrieval(tmp_path / file, tmp_path / "val2017" if name == "original"
+                                                      else tmp_path)
+             for name, file in benchmarks.NEGBENCH_RETRIEVAL.items()}
+    n, metrics = evaluation.evaluate_negbench_retrieval(PlantedModel(images, texts), "cl100k_base", files)
+    expected = {}
+    for name, file_rows in zip(benchmarks.NEGBENCH_RETRIEVAL, rows):
+        scores = [(float(images[i] @ texts.get(c, random_vector(c))),
+                   [float(images[j] @ texts.get(c, random_vector(c))) for j in range(14)])
+                  for i, (_, captions) in enumerate(file_rows) for c in captions]
+        expected.update({f"{name}/t2i_r{k}": recall_by_hand(scores, k) for k in (1, 5, 10)})
+    assert n == 2 * (7 * 2 + 7 * 3) and metrics == expected
+    assert 0 < metrics["original/t2i_r1"] < metrics["original/t2i_r5"] < metrics["original/t2i_r10"] < 1
+
+
+def test_negbench_retrieval_cli_equals_a_count_by_hand_with_a_real_model(tiny_ckpt, tmp_path):
+    rows = [retrieval_rows(negated=False), retrieval_rows(negated=True)]
+    write_negbench_retrieval(tmp_path, rows)
+    for i in range(14):
+        write_image(tmp_path / "coco" / "val2017" / f"{i:012d}.jpg", 40 * i)
+    result = run_python("eval.py", "--bench", "negbench_retrieval", "--ckpt", tiny_ckpt, "--data-root", tmp_path,
+                        "--image-root", tmp_path / "coco" / "val2017", "--device", "cpu", "--out", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "r.json").read_text())
+    model, _ = load_checkpoint(tiny_ckpt)
+    transform = image_transform(model.config.image_size)
+    with torch.no_grad():
+        files = [tmp_path / "coco" / "val2017" / f"{i:012d}.jpg" for i in range(14)]
+        image = model.encode_image(torch.stack([transform(read_image(file, "")) for file in files]))
+        expected = {}
+        for name, file_rows in zip(benchmarks.NEGBENCH_RETRIEVAL, rows):
+            queries = [(i, c) for i, (_, captions) in enumerate(file_rows) for c in captions]
+            text = model.encode_text(tokenize([c for _, c in queries], model.config.context_length))
+            scores = [(float(image[i] @ t), [float(image[j] @ t) for j in range(14)])
+                      for (i, _), t in zip(queries, text)]
+            assert min(abs(own - other) for own, row in scores for other in row if other != own) > 1e-5  # no near-ties
+            expected.update({f"{name}/t2i_r{k}": recall_by_hand(scores, k) for k in (1, 5, 10)})
+    assert results["bench"] == "negbench_retrieval" and results["n"] == 70 and results["metrics"] == expected
+    assert "original" in result.stdout and "negated" in result.stdout and "t2i_r10" in result.stdout
+
+
+@pytest.mark.parametrize("captions, line", [("a dog, a cat", 3), ("__import__('os').system('echo hi')", 3),
+                                            ("[1, 2]", 3), ("['a dog'", 3)])
+def test_negbench_retrieval_captions_that_are_no_list_of_texts_are_one_line(captions, line, tmp_path):
+    (tmp_path / "a.jpg").touch()
+    path = tmp_path / "retrieval.csv"
+    path.write_text(f'filepath,captions\na.jpg,"[\'a dog\']"\na.jpg,"{captions}"\n')
+    with pytest.raises(DataError, match=rf"retrieval.csv:{line}: needs filepath and captions, a list of texts"):
+        benchmarks.read_negbench_retrieval(path, tmp_path)
+
+
 def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir, tiny_ckpt, tmp_path):
     """The bar: a CC-Neg-format copy of the synthetic test split scores what --bench synth says."""
     root = tmp_path / "data"
@@ -304,10 +390,11 @@ def test_bench_all_cc_neg_equals_synth_on_the_same_images_and_captions(synth_dir
     assert result.returncode == 0, result.stderr
     synth = json.loads((tmp_path / "results.synth.json").read_text())
     cc_neg = json.loads((tmp_path / "results.cc_neg.json").read_text())
-    assert cc_neg["bench"] == "cc_neg" and cc_neg["n"] == synth["n"] == 40 and list(cc_neg["metrics"]) == ["orig_over_neg", "ties"]
+    assert cc_neg["bench"] == "cc_neg" and cc_neg["n"] == synth["n"] == 40
+    assert list(cc_neg["metrics"]) == ["orig_over_neg", "ties"]
     assert cc_neg["metrics"]["orig_over_neg"] * 40 == round(synth["metrics"]["orig_over_neg"] * 40)  # same count
     assert "orig_over_neg" in result.stdout and "skipped" in result.stdout
-    for skipped in ("sugarcrepe_pp", "zeroshot/cifar10", "negbench_mcq"):
+    for skipped in ("sugarcrepe_pp", "zeroshot/cifar10", "negbench_mcq", "negbench_retrieval"):
         assert f"skipped {skipped}" in result.stdout
 
 
@@ -325,7 +412,8 @@ def test_sugarcrepe_pp_cli_writes_every_category_metric(scpp_root, tiny_ckpt, tm
 @pytest.mark.parametrize("bench, setup, expected", [
     ("cc_neg", lambda root: None, "ccneg_preprocessed.pt: file does not exist"),
     ("cc_neg", lambda root: torch.save({"image_paths": [Path("/x.jpg")], "annotations": [{}]},
-                                       root / "ccneg_preprocessed.pt"), "cannot be read with torch.load(weights_only=True)"),
+                                       root / "ccneg_preprocessed.pt"),
+     "cannot be read with torch.load(weights_only=True)"),
     ("cc_neg", lambda root: write_ccneg(root, [("a", "b"), ("c", "d")], images=False),
      "000000000.jpg does not exist (2 of 2 images missing); put the images there or pass --image-dir"),
     ("sugarcrepe_pp", lambda root: None, "replace_att.json: file does not exist"),
@@ -432,6 +520,18 @@ def test_help_examples_parse():
     assert result.returncode == 0 and len(examples) >= 6
     for argv in examples:
         evaluation.parse_args(argv)
+
+
+@pytest.mark.parametrize("flag, value, why", [
+    ("--batch-size", "0", "0 is not >= 1"), ("--workers", "-1", "-1 is not >= 0"), ("--limit", "0", "0 is not >= 1"),
+    ("--split-size", "2.5", "'2.5' is not an integer"), ("--batch-size", "nan", "'nan' is not an integer"),
+])
+def test_a_bad_number_is_argparses_usage_and_exit_2(flag, value, why, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        evaluation.parse_args(["--bench", "synth", flag, value])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and error[0].startswith("usage: ")
+    assert error[-1].endswith(f": error: argument {flag}: {why}")
 
 
 def test_data_without_negations_is_explained_without_training_flags(tmp_path):
