@@ -1,6 +1,6 @@
 """
-Captions in, SemCLIP triplets out: (caption, paraphrase, negation) made by an LLM behind any
-OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp, ollama, a hosted API).
+Captions in, SemCLIP triplets out: (caption, paraphrase, negation), with --true-negations also a true negation
+(of an object absent from the image), made by an LLM behind any OpenAI-compatible chat-completions endpoint.
 
 Why it is built the way it is:
 - 200k+ captions: requests run concurrently (threads) through llm_client.py, which retries what a
