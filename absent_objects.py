@@ -181,11 +181,13 @@ class AbsentObjects:
         return "labels", draw.choices(plausible, weights=[score[name] for name in plausible])[0]
 
 
-def for_captions(records, where, coco_path=None, vocab_path=None, seed=0):
-    """The AbsentObjects of caption records: labels from a COCO instances file or each record's "objects";
-    the vocabulary from --vocab, else the instances file's categories, else COCO's 80 (assets/)."""
+def for_captions(records, input_path, line_of, coco_path=None, vocab_path=None, seed=0):
+    """The AbsentObjects of caption records (line_of: {id: line in input_path}): labels from a COCO instances
+    file or each record's "objects"; the vocabulary from --vocab, else the instances file's categories,
+    else COCO's 80 (assets/)."""
     coco_vocab, coco_labels = read_coco_instances(coco_path) if coco_path else (None, None)
     vocab = read_vocab(vocab_path) if vocab_path else coco_vocab or read_vocab(COCO_CATEGORIES)
+    where = {key: f"{input_path}: line {line}" for key, line in line_of.items()}
     return AbsentObjects(vocab, image_labels(records, where, coco_labels, coco_path), seed)
 
 

@@ -123,8 +123,7 @@ parser = argparse.ArgumentParser(
       --base-url http://127.0.0.1:8000/v1 --model M --true-negations \\
       --coco-instances annotations/instances_train2017.json
   # try the prompts on 20 captions first; rerun the same command later to resume
-  python gen_triplets.py --input captions.jsonl --out triplets.jsonl \\
-      --base-url http://127.0.0.1:8000/v1 --model M --limit 20
+  python gen_triplets.py --input captions.jsonl --out t.jsonl --base-url http://127.0.0.1:8000/v1 --model M --limit 20
 
 input: JSONL lines {"image", "caption", "id" (optional: the line number), "objects" (optional: the
 image's labels)} or a .csv file with those columns (objects separated by ";").
@@ -428,9 +427,8 @@ def main(argv=None):
     accepted = rejected = 0
     try:
         records, line_of = read_captions(args.input)
-        where = {key: f"{args.input}: line {line}" for key, line in line_of.items()}
-        absent = (absent_objects.for_captions(records, where, args.coco_instances, args.vocab, args.seed)
-                  if args.true_negations else None)
+        absent = (absent_objects.for_captions(records, args.input, line_of, args.coco_instances, args.vocab,
+                                              args.seed) if args.true_negations else None)
         rejects_path = args.out.with_name(args.out.name + ".rejects.jsonl")
         if args.retry_rejects and rejects_path.exists():
             rejects_path.write_bytes(b"")
@@ -439,6 +437,8 @@ def main(argv=None):
         write_reject, rejected_ids = open_log(rejects_path, args.fsync, redact)
         finished_before = done_ids | rejected_ids
         todo = [record for record in records if str(record["id"]) not in finished_before][:args.limit]
+        if todo:
+            client.check_reachable()
         labelled = f" ({sum(found is not None for found in absent.labels.values())} with labels)" if absent else ""
         say(f"{len(records)} captions{labelled}, {len(done_ids)} done and {len(rejected_ids)} rejected before, "
             f"{len(todo)} to do now", sys.stdout)  # stderr is for progress and the one line of a failure

@@ -17,10 +17,12 @@ import http.client
 import json
 import random
 import re
+import socket
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -55,6 +57,21 @@ class Client:
         self.reached = False  # until the server has answered once, failing to connect stops the run at once
         self.stopping = threading.Event()  # set when the run stops: requests not yet made are abandoned
 
+    def unreachable(self, reason):
+        return StopRun(f"cannot reach {self.url}: {reason}; is the server running? (check --base-url)")
+
+    def check_reachable(self):
+        """Connect once before the run starts, so that a server that is not there stops it before anything
+        is printed or written. Skipped behind a proxy, which answers in the server's place."""
+        parts = urllib.parse.urlsplit(self.url)
+        if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=self.args.timeout).close()
+        except OSError as error:
+            raise self.unreachable(why(error)) from None
+
     def count(self, name, amount=1):
         with self.lock:
             setattr(self, name, getattr(self, name) + amount)
@@ -82,11 +99,9 @@ class Client:
             try:
                 status, headers, raw = self.post(body)
             except urllib.error.URLError as error:  # urllib's wrapper of what fails before a response: no connection
-                reason = getattr(error.reason, "strerror", None) or str(error.reason)
-                reason = reason[:1].lower() + reason[1:]
+                reason = why(error.reason)
                 if not self.reached:
-                    raise StopRun(f"cannot reach {self.url}: {reason}; is the server running? "
-                                  "(check --base-url)") from None
+                    raise self.unreachable(reason) from None
                 problem, unreachable = f"cannot connect: {reason}", True
             except (OSError, http.client.HTTPException) as error:
                 problem = f"{type(error).__name__}: {error}"
@@ -139,6 +154,12 @@ class Client:
         if missing:
             raise BadAnswer(f"answer lacks {', '.join(missing)} (has {', '.join(answer) or 'no keys'})")
         return {key: answer[key] for key in keys}
+
+
+def why(error):
+    """An OS error's reason in words: "connection refused", "timed out", "name or service not known"."""
+    reason = getattr(error, "strerror", None) or str(error)
+    return reason[:1].lower() + reason[1:]
 
 
 def snippet(raw, size=200):

@@ -199,6 +199,7 @@ def test_nothing_listening_stops_the_run_at_once_with_one_line_and_writes_nothin
     assert result.returncode == 1 and time.monotonic() - start < 30, "default retries and backoff, yet at once"
     assert result.stderr.strip().splitlines() == [f"gen_triplets: cannot reach {url}/chat/completions: connection "
                                                   "refused; is the server running? (check --base-url)"]
+    assert result.stdout == "", "stopped before the run's first line"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["captions.jsonl"]
 
 

@@ -48,6 +48,18 @@ def test_a_server_that_never_answered_and_cannot_be_reached_stops_the_run_at_onc
                                "(check --base-url)")
 
 
+def test_the_check_before_the_run_connects_directly_but_not_past_a_proxy(monkeypatch):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(llm_client.StopRun, match=f"cannot reach {url}/chat/completions: connection refused"):
+        client(url).check_reachable()
+    with FakeLLM() as fake:
+        assert client(fake.url).check_reachable() is None
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert client(url).check_reachable() is None, "the proxy answers for the server: the requests will tell"
+
+
 def test_a_server_that_goes_away_midway_stops_the_run_after_the_retries_instead_of_failing_the_request():
     with FakeLLM() as fake:
         talking = client(fake.url)
