@@ -370,7 +370,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Evaluate a SemCLIP/CLIP checkpoint on negation and paraphrase benchmarks.",
         epilog="examples:\n"
-               "  python eval.py --bench synth --ckpt out/ckpt.pt --out results.json\n"
+               "  python eval.py --bench synth --ckpt out/semclip/ckpt.pt --out results.json\n"
                "  python eval.py --bench cc_neg --data-root ~/ccneg --workers 2  # ccneg_preprocessed.pt, images\n"
                "  python eval.py --bench cc_neg --ccneg-csv ccneg_paraphrased.csv --image-dir ~/ccneg/images\n"
                "  python eval.py --bench sugarcrepe_pp --data-root ~/scpp --image-dir ~/coco/val2017\n"
@@ -382,7 +382,8 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", choices=[*BENCH_FOLDERS, "all"], default="synth",
                         help="benchmark; all: every one whose data is found (default: %(default)s)")
-    parser.add_argument("--ckpt", type=Path, default=Path("out/ckpt.pt"), help="checkpoint (default: %(default)s)")
+    parser.add_argument("--ckpt", type=Path, default=Path("out/semclip/ckpt.pt"),
+                        help="checkpoint (default: %(default)s, the default `python train.py` run's)")
     parser.add_argument("--data-root", type=Path, help="the bench's data folder (default: data/<bench folder>); "
                         "with --bench all, the folder holding one sub-folder per bench (default: data)")
     parser.add_argument("--image-dir", type=Path, help="cc_neg / sugarcrepe_pp images, if not in the default place")
