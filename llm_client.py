@@ -60,17 +60,25 @@ class Client:
     def unreachable(self, reason):
         return StopRun(f"cannot reach {self.url}: {reason}; is the server running? (check --base-url)")
 
-    def check_reachable(self):
-        """Connect once before the run starts, so that a server that is not there stops it before anything
-        is printed or written. Skipped behind a proxy, which answers in the server's place."""
+    def connect_problem(self):
+        """Why a connection to the server's host and port does not open, or None; None behind a proxy too,
+        which answers in the server's place."""
         parts = urllib.parse.urlsplit(self.url)
         if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(parts.hostname):
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+            return None
         try:
-            socket.create_connection((parts.hostname, port), timeout=self.args.timeout).close()
+            socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                     timeout=self.args.timeout).close()
         except OSError as error:
-            raise self.unreachable(why(error)) from None
+            return why(error)
+        return None
+
+    def check_reachable(self):
+        """Connect once before the run starts, so that a server that is not there stops it before anything
+        is printed or written."""
+        problem = self.connect_problem()
+        if problem:
+            raise self.unreachable(problem)
 
     def count(self, name, amount=1):
         with self.lock:
@@ -95,16 +103,16 @@ class Client:
             if self.stopping.is_set():
                 raise Abandoned()
             body = dict(payload, response_format={"type": "json_object"}) if use_json else payload
-            retry_after, unreachable = 0.0, False
+            retry_after, lost, dropped = 0.0, None, False
             try:
                 status, headers, raw = self.post(body)
             except urllib.error.URLError as error:  # urllib's wrapper of what fails before a response: no connection
-                reason = why(error.reason)
+                lost = why(error.reason)
                 if not self.reached:
-                    raise self.unreachable(reason) from None
-                problem, unreachable = f"cannot connect: {reason}", True
-            except (OSError, http.client.HTTPException) as error:
-                problem = f"{type(error).__name__}: {error}"
+                    raise self.unreachable(lost) from None
+                problem = f"cannot connect: {lost}"
+            except (OSError, http.client.HTTPException) as error:  # connected, then timed out or cut off
+                problem, dropped = f"{type(error).__name__}: {error}", True
             else:
                 self.reached = True
                 if status == 200:
@@ -135,10 +143,11 @@ class Client:
                     retry_after = parse_retry_after(headers.get("Retry-After"))
                 else:
                     raise RequestFailed(f"HTTP {status}: {snippet(raw)}")
-            if attempt >= self.args.max_retries and unreachable:  # an outage, not a bad caption: leave it undone
-                raise StopRun(f"lost {self.url}: {problem} after {attempt + 1} tries; is the server still running? "
-                              "Rerun the same command to resume (no caption was rejected for this)")
             if attempt >= self.args.max_retries:
+                lost = lost or dropped and self.connect_problem()  # a server that is gone cut the last try off
+                if lost:  # an outage, not a bad caption: leave it undone
+                    raise StopRun(f"lost {self.url}: cannot connect: {lost} after {attempt + 1} tries; is the server "
+                                  "still running? Rerun the same command to resume (no caption was rejected for this)")
                 raise RequestFailed(f"{problem} (after {attempt + 1} tries)")
             self.count("retries")
             delay = min(self.args.backoff_max, self.args.backoff_base * 2 ** attempt)

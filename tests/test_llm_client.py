@@ -70,6 +70,31 @@ def test_a_server_that_goes_away_midway_stops_the_run_after_the_retries_instead_
     assert talking.retries == 3
 
 
+def test_a_last_try_cut_off_by_a_server_going_away_stops_the_run_and_one_cut_off_by_a_live_server_fails():
+    with FakeLLM(plan={"a caption": ["ok", "drop"]}) as fake:
+        talking = client(fake.url, max_retries=0)
+        assert talking.chat("m", "system", "a caption")
+        with pytest.raises(llm_client.RequestFailed, match="RemoteDisconnected"):
+            talking.chat("m", "system", "a caption")
+    fake = FakeLLM(plan={"a caption": ["ok", "drop"]}, delay=1.0)
+    going, outcome = client(fake.url, max_retries=0), []
+    assert going.chat("m", "system", "a caption")
+
+    def ask():
+        try:
+            going.chat("m", "system", "a caption")
+        except llm_client.StopRun as stop:
+            outcome.append(str(stop))
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    while len(fake.requests) < 2:
+        time.sleep(0.01)
+    fake.close()  # while the server holds the request, which it then drops
+    worker.join(10)
+    assert len(outcome) == 1 and "cannot connect: connection refused after 1 tries" in outcome[0]
+
+
 def test_a_stopping_run_abandons_a_request_waiting_to_retry():
     with FakeLLM(plan={"a caption": ["503"] * 5}) as fake:
         waiting, outcome = client(fake.url, backoff_base=30.0, backoff_max=30.0), []
