@@ -10,6 +10,7 @@ per user message (a list, one entry used per request) or drawn at random with a 
 
 import json
 import random
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -140,3 +141,10 @@ class FakeLLM:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on (for a server that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

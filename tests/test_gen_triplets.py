@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import absent_objects  # noqa: E402
 import gen_triplets  # noqa: E402
 from conftest import ROOT, SUGARCREPE_PP, help_examples  # noqa: E402
-from fake_llm_server import FAULTS, PROPOSED_OBJECT, FakeLLM, good_answer  # noqa: E402
+from fake_llm_server import FAULTS, PROPOSED_OBJECT, FakeLLM, closed_port, good_answer  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "gen_triplets.py"
 FAST = ["--timeout", "0.5", "--backoff-base", "0.01", "--backoff-max", "0.05", "--progress-every", "0"]
@@ -83,13 +83,6 @@ def assert_true_negations(outputs):
             assert not set(absent_objects.words(record["absent_object"])) & set(absent_objects.words(record["caption"]))
         else:
             assert record["absent_source"] == "caption"
-
-
-def closed_port():
-    """A port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ went away) instead of failing the request, so that no caption is rejected for an
 """
 
 import email.utils
-import socket
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llm_client  # noqa: E402
-from fake_llm_server import FakeLLM  # noqa: E402
+from fake_llm_server import FakeLLM, closed_port  # noqa: E402
 
 
 def client(url, **settings):
@@ -26,13 +25,6 @@ def client(url, **settings):
     args = Namespace(base_url=url, api_key_env="OPENAI_API_KEY", timeout=2.0, max_retries=3, backoff_base=0.01,
                      backoff_max=0.05, temperature=0.0, max_tokens=16)
     return llm_client.Client(Namespace(**{**vars(args), **settings}), api_key=None)
-
-
-def closed_port():
-    """A port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -----------------------------------------------------------------------------
