@@ -27,7 +27,7 @@ import torchvision.transforms.functional
 import torchvision.transforms.v2.functional as TF
 
 import synth
-from errors import DataError, run_cli
+from errors import DataError, non_negative_int, run_cli
 from tokenizer import tokenize, trim_padding
 
 # ----------------------------------------------------------------------------- images
@@ -402,7 +402,7 @@ def main(argv=None):
                                               "list the bad ones, exit 1 if any")
     check.add_argument("file", type=Path)
     check.add_argument("--image-dir", type=Path, help="the images' folder, if not the file's")
-    check.add_argument("--workers", type=int, default=2, help="decoding processes (default: %(default)s)")
+    check.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes (default: %(default)s)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "synth":
         synth.main(rest)

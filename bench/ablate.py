@@ -4,7 +4,8 @@ where a fraction P of the training captions also carry a true negation (--true-n
 --protocol finetune (the default, the paper's): every run fine-tunes the same pretrained CLIP with
 its image tower frozen; --protocol scratch: every run from random weights.
 
-    python bench/ablate.py --steps 300                           # docs/ablation.md's table
+    python bench/ablate.py                                       # every variant, fine-tuned, 3 seeds
+    python bench/ablate.py --protocol scratch --steps 300        # every variant from random weights
     python bench/ablate.py --variants clip semclip --seeds 0 --true-negations 0
     python bench/ablate.py --steps 200 --batch-size 64           # unknown flags go to train.py as they are
 
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data import read_triplets  # noqa: E402
-from errors import DataError, run_cli  # noqa: E402
+from errors import DataError, count, fraction, non_negative_int, run_cli  # noqa: E402
 from synth import DEFAULT_SYNTH_DIR, write_synth  # noqa: E402
 from eval import default_device, embed_images, embed_texts, load_model, write_results  # noqa: E402
 from loss import SemCLIPLoss  # noqa: E402
@@ -65,7 +66,8 @@ ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about th
 METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
            "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff", "trueneg_over_falseneg",
            "zeroshot_orig", "zeroshot_neg")
-OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--from-scratch", "--learnable-projections", "--num-projections",
+OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--from-scratch", "--learnable-projections",
+                   "--num-projections",
                    "--true-negations", "--caption-augment", "--paraphrase-projections")
 FIGURE_VARIANTS = {"clip": "#d9542b", "semclip": "#2b6cd9"}  # variant: colour
 MCQ_COLOURS = {"mcq_affirmation": "#7f7f7f", "mcq_negation": "#d9542b", "mcq_hybrid": "#2b6cd9"}
@@ -76,19 +78,19 @@ def parse_args():
         description="Train every loss variant with the same seed, data, steps and model on the synthetic "
                     "negation world, evaluate each on its test split, and print one table (mean +- std over seeds).",
         epilog="examples:\n"
-               "  python bench/ablate.py --steps 300 --figure docs/margins.svg --mcq-figure docs/mcq.svg   # docs/ablation.md\n"
+               "  python bench/ablate.py --protocol scratch --steps 300 --figure docs/margins.svg\n"
                "  python bench/ablate.py --variants clip semclip --seeds 0 --steps 200\n"
                "  python bench/ablate.py --out runs/bs64 --batch-size 64   # unknown flags are passed to train.py\n"
                "variants: " + ", ".join(f"{name} ({' '.join(flags)})" for name, flags in VARIANTS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT",
                         help="some of: %(choices)s (default: all)")
-    parser.add_argument("--true-negations", nargs="+", type=float, default=[0.0, 0.1], metavar="P",
+    parser.add_argument("--true-negations", nargs="+", type=fraction, default=[0.0, 0.1], metavar="P",
                         help="the worlds: fractions of training captions with a true negation (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
     parser.add_argument("--main-rows", nargs="*", default=["clip", "negclip", "semclip", "semclip_tn_para96_tn0.1"],
                         metavar="ROW", help="rows that run every seed; the others run the first (default: %(default)s)")
-    parser.add_argument("--steps", type=int, help="optimizer steps per run (default: train.py's)")
+    parser.add_argument("--steps", type=count, help="optimizer steps per run (default: train.py's)")
     parser.add_argument("--synth-dir", type=Path, default=DEFAULT_SYNTH_DIR,
                         help="synthetic world, written once if missing (default: %(default)s)")
     parser.add_argument("--protocol", choices=("finetune", "scratch"), default="finetune",
@@ -100,19 +102,16 @@ def parse_args():
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: tabulate the runs of these settings already finished in OUT")
     parser.add_argument("--mcq-figure", type=Path, help="MCQ accuracy by question type SVG (default: OUT/mcq.svg)")
-    parser.add_argument("--workers", type=int, default=2, help="train.py's DataLoader workers (default: %(default)s)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="train.py's DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default=default_device(), help="(default: %(default)s)")
     args, train_flags = parser.parse_known_args()
     clashes = [flag for flag in train_flags if flag.split("=")[0] in OWN_TRAIN_FLAGS]
     if clashes:
         parser.error(f"{clashes[0]}: the ablation sets this train.py flag itself")
     args.train_flags = train_flags
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds: each seed once")
-    if any(not 0 <= p <= 1 for p in args.true_negations):
-        parser.error("--true-negations: fractions in [0, 1]")
     args.out = args.out or Path(f"runs/ablate-{args.protocol}")
     args.figure = args.figure or args.out / "margins.svg"
     args.mcq_figure = args.mcq_figure or args.out / "mcq.svg"
@@ -133,8 +132,8 @@ def train_command(args, variant, true_negations, seed, run_dir):
     steps = [] if args.steps is None else ["--steps", str(args.steps)]
     world = [] if true_negations == 0 else ["--true-negations", f"{true_negations:g}"]
     protocol = ["--from-scratch"] if args.protocol == "scratch" else []
-    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], *protocol, *world,
-            "--seed", str(seed), *steps, "--synth-dir", str(args.synth_dir), "--workers", str(args.workers),
+    return [sys.executable, os.path.relpath(ROOT / "train.py"), *VARIANTS[variant], *world,
+            "--seed", str(seed), *steps, *protocol, "--synth-dir", str(args.synth_dir), "--workers", str(args.workers),
             "--device", args.device, "--out", str(run_dir), *args.train_flags]
 
 
@@ -208,7 +207,8 @@ def negation_loss_under_bases(args, run_dir, seed, fresh=10):
     trained with, the initial basis (seed S) and `fresh` random bases never seen in training."""
     records = read_triplets(args.synth_dir / "test.jsonl", ("paraphrase", "negation"))
     model, tokenizer = load_model(run_dir / "ckpt.pt", args.device)
-    text, negation = (embed_texts(model, [r[k] for r in records], tokenizer, args.device) for k in ("caption", "negation"))
+    text, negation = (embed_texts(model, [r[k] for r in records], tokenizer, args.device)
+                      for k in ("caption", "negation"))
     state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=True)["loss"]
     dim = model.config.embed_dim
     trained = SemCLIPLoss(dim, learnable_projections=any(k.startswith("parametrizations") for k in state), seed=seed)
@@ -234,13 +234,15 @@ def mcq_bars_svg(summary, title, width=720, height=340) -> str:
                      f'stroke="{"black" if tick == 0 else "#dddddd"}"/>')
         parts.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>')
     parts.append(f'<line x1="{left}" y1="{y(0.25):.1f}" x2="{width - 20}" y2="{y(0.25):.1f}" stroke="black" '
-                 f'stroke-dasharray="4 3"/><text x="{width - 22}" y="{y(0.25) - 4:.1f}" text-anchor="end">chance</text>')
+                 f'stroke-dasharray="4 3"/><text x="{width - 22}" y="{y(0.25) - 4:.1f}" '
+                 'text-anchor="end">chance</text>')
     for i, row in enumerate(rows):
         x0 = left + i * group + group * 0.1
         for k, (metric, colour) in enumerate(MCQ_COLOURS.items()):
             value = summary[row][metric][0]
             parts.append(f'<rect x="{x0 + k * bar:.1f}" y="{y(value):.1f}" width="{bar - 1:.1f}" '
-                         f'height="{y(0) - y(value):.1f}" fill="{colour}"><title>{row} {metric} {value:.3f}</title></rect>')
+                         f'height="{y(0) - y(value):.1f}" fill="{colour}">'
+                         f'<title>{row} {metric} {value:.3f}</title></rect>')
         parts.append(f'<text transform="translate({x0 + group * 0.4:.1f},{y(0) + 10:.1f}) rotate(40)">{row}</text>')
     for k, (metric, colour) in enumerate(MCQ_COLOURS.items()):
         parts.append(f'<rect x="{left + 10 + 150 * k}" y="26" width="10" height="10" fill="{colour}"/>'
@@ -331,7 +333,8 @@ def main():
         elapsed = time.time() - begin
         metrics = results[-1]["metrics"]
         print(f"  orig_over_neg {metrics['orig_over_neg']:.3f} | mcq {metrics['mcq']:.3f} | "
-              f"t2i_r1 {metrics['t2i_r1']:.3f} | train {results[-1]['train_s']:.0f}s | elapsed {elapsed / 60:.1f} min | "
+              f"t2i_r1 {metrics['t2i_r1']:.3f} | train {results[-1]['train_s']:.0f}s | "
+              f"elapsed {elapsed / 60:.1f} min | "
               f"eta {elapsed / trained * (len(jobs) - k) / 60:.1f} min", flush=True)
     wall_s = time.time() - begin
 
@@ -367,7 +370,8 @@ def main():
                           for run, scores in basis_check.items())
     (args.out / "ablation.md").write_text(
         f"`{command}` (seeds {args.seeds} for {', '.join(args.main_rows)}; seed {args.seeds[0]} for the rest; "
-        f"mean ± sample std over seeds; {timing})\n\n{markdown_table(summary)}\n\n{basis_lines}\nThe main rows side by "
+        f"mean ± sample std over seeds; {timing})\n\n{markdown_table(summary)}\n\n{basis_lines}\n"
+        "The main rows side by "
         f"side:\n\n{side_by_side(summary, [r for r in args.main_rows if r in names])}\n", encoding="utf-8")
     print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")
 

@@ -18,7 +18,8 @@ spec = importlib.util.spec_from_file_location("ablate", ROOT / "bench" / "ablate
 ablate = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ablate)
 
-# Calibrated on this 2-core CPU (quiet, 49 s for the four runs): at 60 steps of batch 32 on the
+# From scratch (--protocol scratch: the world has no web split to pretrain on). Calibrated on this
+# 2-core CPU (quiet, 49 s for the four runs): at 60 steps of batch 32 on the
 # 1,500-image world, SemCLIP's trueneg_over_falseaff is 0.235 on the paper's world (orig_over_neg
 # 0.950) and 0.920 with 50% true negations, a margin of 0.685 against the 0.4 asserted; mcq_negation
 # is 0.358 for semclip_tn_para96 with 50% true negations against 0.015-0.104 for the other three
@@ -30,7 +31,7 @@ ROWS = ["semclip", "semclip_tn0.5", "semclip_tn_para96", "semclip_tn_para96_tn0.
 def ablate_cli(world, out):
     return run_python("bench/ablate.py", "--variants", "semclip", "semclip_tn_para96", "--true-negations", "0", "0.5",
                       "--seeds", "0", "--steps", STEPS, "--batch-size", BATCH, "--workers", "0", "--device", "cpu",
-                      "--synth-dir", world, "--out", out)
+                      "--synth-dir", world, "--out", out, "--protocol", "scratch")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_a_rerun_reads_finished_runs_instead_of_training_again(shortened):
     assert again.stdout.count("done before, reading") == 4
     assert json.loads((out / "ablation.json").read_text())["runs"] == json.loads(before)["runs"]
     changed = run_python("bench/ablate.py", "--variants", "semclip", "--true-negations", "0", "--seeds", "0",
-                         "--steps", STEPS + 1, "--synth-dir", world, "--out", out)
+                         "--steps", STEPS + 1, "--synth-dir", world, "--out", out, "--protocol", "scratch")
     assert changed.returncode == 1 and "pick another --out" in changed.stderr.strip().splitlines()[-1]
 
 
