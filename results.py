@@ -68,6 +68,15 @@ def provenance(seed=None) -> dict:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
 
 
+def write_bench_results(path, bench, n, metrics, seed=None, **extra):
+    """A benchmark's results file (bench/*.py --out FILE): eval.py's layout without a checkpoint, `extra`
+    as top-level keys, and the provenance of this run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bench": bench, "checkpoint": None, "n": n, "metrics": metrics, **extra,
+                                "provenance": provenance(seed)}, indent=2) + "\n")
+
+
 def git_commit():
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)

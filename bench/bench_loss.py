@@ -53,7 +53,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import loss  # noqa: E402
-from results import provenance  # noqa: E402
+from results import write_bench_results  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -214,9 +214,7 @@ def main():
         print(f"| {n} | " + " | ".join(f"{value:.4g}" for value in metrics[n].values()) + " |")
     print("(NaN: out of memory)" if any(None in v for v in results.values()) else "")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"bench": "bench_loss", "checkpoint": None, "n": sizes[0],
-                                        "metrics": metrics[sizes[0]], "provenance": provenance(0)}, indent=2) + "\n")
+        write_bench_results(args.out, "bench_loss", sizes[0], metrics[sizes[0]], seed=0)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ method M, "ours/M" (ours' img/s over M's), "M_GiB" on CUDA}, "provenance"}.
 import argparse
 import importlib.util
 import io
-import json
 import os
 import statistics
 import sys
@@ -49,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import train  # noqa: E402
 from model import CLIP, ModelConfig  # noqa: E402
-from results import provenance  # noqa: E402
+from results import write_bench_results  # noqa: E402
 
 END_OF_TEXT = 100257  # cl100k_base; the largest id in a caption, where both models pool
 FIELDS = ("caption", "paraphrase", "negation")  # random_batch's texts, as train.py's dataset names them
@@ -205,9 +204,7 @@ def main():
     for preset, metrics in rows:
         print(f"| {preset} | " + " | ".join(f"{value:.2f}" for value in metrics.values()) + " |")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"bench": "bench_train", "checkpoint": None, "n": args.batch_size,
-                                        "metrics": rows[0][1], "provenance": provenance(0)}, indent=2) + "\n")
+        write_bench_results(args.out, "bench_train", args.batch_size, rows[0][1], seed=0)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,15 @@ def test_eval_write_results_records_the_provenance(tmp_path):
     assert written["metrics"] == {"mcq": 0.5} and written["seed"] == 7 and written["provenance"]["seed"] == 7
 
 
+def test_write_bench_results_writes_a_results_file_with_provenance(tmp_path):
+    results.write_bench_results(tmp_path / "bench/out.json", "gen_triplets", 480, {"of_ideal": 0.97}, seed=0,
+                                examples=[])
+    written = json.loads((tmp_path / "bench/out.json").read_text())
+    assert {key: written[key] for key in ("bench", "checkpoint", "n", "metrics", "examples")} == {
+        "bench": "gen_triplets", "checkpoint": None, "n": 480, "metrics": {"of_ideal": 0.97}, "examples": []}
+    assert written["provenance"]["seed"] == 0 and written["provenance"]["command"].startswith("python ")
+
+
 def test_help_shows_examples():
     result = run_python("results.py", "--help")
     assert result.returncode == 0 and "python results.py --check" in result.stdout
