@@ -20,6 +20,7 @@ All embeddings are L2-normalised rows ([N, D], what CLIP.encode_image / encode_t
 `logit_scale` is the multiplier itself (the model's parameter already exp'd and clamped).
 """
 
+import importlib.util
 import math
 
 import torch
@@ -73,13 +74,12 @@ def contrastive_loss_reference(image_features, text_features, logit_scale, chunk
 #   L_para = mean(1 - cos(p_para(t), p_para(t+))),   p_para(x) = normalize(B_para x)
 # K_para = D makes B_para a rotation, so L_para acts on the full embedding: cos(t, t+).
 #
-# Another, this project's (not the paper's), for the negation's meaning. Its ancestor is NegBench's
-# multiple-choice objective (Alhamoud et al., CVPR 2025: the image picks its true caption among
-# affirmed, negated and hybrid ones); L_truth is its two-way case. L_neg only says t- is far
-# from t, which a model meets by pushing every text with "no" away from everything. A true
-# negation t° (the record's `true_negation`: a true statement that negates an ABSENT object, "a
-# red circle but no blue cross", "there is no blue cross") must instead beat the false one t- for the image itself,
-# a two-way multiple choice on the image-text cosines (a weight d > 0 adds it to L_total):
+# Another, this project's (not the paper's), for the negation's meaning: L_neg only says t- is far
+# from t, which a model meets by pushing every text with "no" away from everything. A true negation
+# t° (the record's `true_negation`: a true statement that negates an ABSENT object, "a red circle
+# but no blue cross") must instead beat the false one t- for the image itself: a two-way case of
+# NegBench's multiple-choice objective (Alhamoud et al., CVPR 2025: the image picks its true
+# caption among affirmed, negated and hybrid ones), on the image-text cosines (weight d > 0):
 #   L_truth = mean(-log(e^{s cos(I, t°)} / (e^{s cos(I, t°)} + e^{s cos(I, t-)})))
 #           = mean(softplus(s (cos(I, t-) - cos(I, t°))))
 #   L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d)
@@ -114,24 +114,15 @@ def cosine(a, b):
 class SemCLIPLoss(nn.Module):
     """L_total = (a L_clip + b L_para + c L_neg + d L_truth) / (a + b + c + d), a..d = the weights.
 
-    forward(image, text, paraphrase, negation, logit_scale) takes L2-normalised [N, D] embeddings
-    of the images, original captions t, paraphrases t+ and negations t- (and, for L_truth, the
-    true negations t°: forward(..., true_negation=...)), and returns a dict of
-    scalar tensors: "loss" and one entry per term. Every term is reported, weighted or not; a
-    term whose texts were passed as None reports NaN (not measured), which is only allowed at
-    weight 0. `texts` names the text fields the weighted terms need.
-
-    contrastive="conclip" replaces L_clip by CoN-CLIP's loss (section 6), which also needs the
-    embeddings of one distractor image per sample: forward(..., distractor=...).
-    contrastive="sigmoid" swaps CLIP's softmax for SigLIP's sigmoid, with a learnable bias
-    (init -10, as SigLIP) owned by this module: give the optimizer this module's parameters
-    too (also needed for learnable_projections). Under torchrun every term is this process's
-    share of the global-batch loss (section 4). contrastive_impl picks how L_clip is computed
-    ("auto", "triton", "tiled", "reference"; section 3): the same numbers every way.
-
-    Where the SemCLIP authors' code departs from the equations, this follows the equations:
-    their CLIP term receives un-normalised features and a freshly added, unclamped logit scale;
-    here it gets the model's unit embeddings and the model's (clamped) logit scale.
+    forward takes L2-normalised [N, D] embeddings of the images, captions t, paraphrases t+,
+    negations t- (by keyword: true negations t°, CoN-CLIP's distractor images) and returns
+    {"loss", one entry per term}. A term whose texts were passed as None reports NaN (not
+    measured), allowed only at weight 0. contrastive="conclip": CoN-CLIP's L_clip (section 6);
+    "sigmoid": SigLIP's, with a learnable bias this module owns (give the optimizer this module's
+    parameters, also for learnable_projections). contrastive_impl: how L_clip is computed
+    (section 3), the same numbers every way. Under torchrun each term is this process's share of
+    the global-batch loss (section 4). Where the authors' code departs from the equations (their
+    CLIP term gets un-normalised features and a fresh, unclamped logit scale), this follows them.
     """
 
     # the optional text fields forward() takes after the caption (paraphrase, negation; the rest by name)
@@ -390,11 +381,7 @@ def check_impl(impl):
 
 
 def triton_available() -> bool:
-    try:
-        import loss_triton  # noqa: F401  (needs the triton package)
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("triton") is not None  # loss_triton needs the triton package
 
 
 def _contrastive(queries, keys, logit_scale, positive_offset, symmetric, chunk_size, impl):
