@@ -17,6 +17,10 @@ green cross"). --loss semclip_tn trains on it. With --true-negations P, a fracti
 training captions ARE that true negation (and their paraphrases and negations follow). The
 held-out split never does, and it is the same for every P: the images, captions and the
 randomness behind them come from their own stream of the seed.
+
+The paper's world also has a web split (--n-web; train.py writes 10,000): images with captions
+only, none shared with the triplets, that pretrain the CLIP every default run fine-tunes
+(pretrain.py). --negation-heldout K keeps K classes out of every training negation.
 """
 
 import argparse
