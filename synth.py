@@ -25,7 +25,9 @@ only, none shared with the triplets, that pretrain the CLIP every default run fi
 
 import argparse
 import json
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +161,22 @@ def heldout_classes(seed: int, count: int) -> list:
     return sorted(classes[i] for i in np.random.default_rng([seed, 3]).choice(len(classes), count, replace=False))
 
 
+def _write_split(out: Path, split_number: int, split: str, count: int, seed: int, true_negations: float, heldout):
+    """One split's images and OUT/<split>.jsonl, from its own stream of the seed; (path, count)."""
+    rng, lines = np.random.default_rng([seed, split_number]), []
+    for i in range(count):
+        example = None
+        while example is None:  # a held-out-only image has nothing to negate: draw another
+            example = synth_example(rng, true_negations, heldout)
+        image, texts, objects = example
+        name = f"images/{split}_{i:06d}.png"
+        torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(out / name))
+        lines.append(json.dumps({"image": name, **texts, "id": f"{split}_{i:06d}", "objects": objects}))
+    temporary = out / f"{split}.jsonl.tmp"
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return temporary.replace(out / f"{split}.jsonl"), count
+
+
 def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, true_negations: float = 0.0,
                 n_web: int = 0, negation_heldout: int = 0, log=print):
     """Write images/*.png, train.jsonl, test.jsonl, web.jsonl (n_web > 0: images with captions for
@@ -171,24 +189,17 @@ def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, tr
         raise DataError(f"true_negations is a fraction of the training captions, not {true_negations}")
     out, heldout = Path(out), heldout_classes(seed, negation_heldout)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for split_number, (split, count) in enumerate((("train", n_train), ("test", n_test), ("web", n_web))):
-        rng = np.random.default_rng([seed, split_number])
-        lines = []
-        for i in range(count):
-            example = None
-            while example is None:  # a held-out-only image has nothing to negate: draw another
-                example = synth_example(rng, true_negations if split == "train" else 0.0,
-                                        heldout if split == "train" else ())
-            image, texts, objects = example
-            name = f"images/{split}_{i:06d}.png"
-            torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(out / name))
-            lines.append(json.dumps({"image": name, **texts, "id": f"{split}_{i:06d}", "objects": objects}))
-        if not count:
-            continue
-        temporary = out / f"{split}.jsonl.tmp"
-        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        temporary.replace(out / f"{split}.jsonl")
-        log(f"wrote {count} {split} triplets to {out / (split + '.jsonl')}")
+    splits = [(out, split_number, split, count, seed, true_negations if split == "train" else 0.0,
+               heldout if split == "train" else ()) for split_number, (split, count) in
+              enumerate((("train", n_train), ("test", n_test), ("web", n_web))) if count]
+    # the splits are independent streams: on two processes when it pays, the same files either way
+    if n_train + n_web >= 4000:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+            written = list(pool.map(_write_split, *zip(*splits)))
+    else:
+        written = [_write_split(*split) for split in splits]
+    for path, count in written:
+        log(f"wrote {count} {path.stem} triplets to {path}")
     settings = {"version": WORLD_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "n_web": n_web,
                 "true_negations": true_negations, "negation_heldout": negation_heldout, "heldout_classes": heldout}
     (out / "world.json").write_text(json.dumps(settings) + "\n")
