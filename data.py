@@ -281,21 +281,6 @@ class TripletDataset(torch.utils.data.Dataset):
                             "add one or drop --caption-augment")
         self.records, self.fields, self.caption_augment = records, tuple(fields), caption_augment
         self.transform = image_transform(image_size, train=train, kind=kind)
-        self._decoded, self._decoded_bytes = {}, 0
-
-    DECODED_CACHE_BYTES = 512 * 2 ** 20  # per DataLoader worker
-
-    def decoded(self, record: dict, key: str = "image") -> torch.Tensor:
-        """read_image, kept in memory while the cache has room: a small data set (the synthetic world)
-        is decoded once per worker, not once per epoch. The same pixels either way."""
-        path = record[key]
-        image = self._decoded.get(path)
-        if image is None:
-            image = read_image(path, record["where"])
-            if self._decoded_bytes + image.numel() * image.element_size() <= self.DECODED_CACHE_BYTES:
-                self._decoded[path] = image
-                self._decoded_bytes += image.numel() * image.element_size()
-        return image
 
     def __len__(self):
         return len(self.records)
@@ -304,7 +289,7 @@ class TripletDataset(torch.utils.data.Dataset):
         index, seed = key
         record = self.records[index]
         generator = torch.Generator().manual_seed(seed)
-        image = self.transform(self.decoded(record), generator)
+        image = self.transform(read_image(record["image"], record["where"]), generator)
         values = {field: self.distractor(index, generator) if field == "distractor" else record.get(field, "")
                   for field in self.fields}
         if self.caption_augment and torch.rand((), generator=generator) < 0.5:
@@ -318,10 +303,10 @@ class TripletDataset(torch.utils.data.Dataset):
         describes the distractor rarely holds, so this exercises the code, it does not reproduce them."""
         record = self.records[index]
         if "distractor" in record:
-            return self.transform(self.decoded(record, "distractor"), generator)
+            return self.transform(read_image(record["distractor"], record["where"]), generator)
         other = (index + 1 + int(torch.randint(0, max(1, len(self.records) - 1), (), generator=generator))) \
             % len(self.records)
-        return self.transform(self.decoded(self.records[other]), generator)
+        return self.transform(read_image(self.records[other]["image"], self.records[other]["where"]), generator)
 
 
 class EpochBatches(torch.utils.data.Sampler):
