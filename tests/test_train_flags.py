@@ -29,8 +29,8 @@ def test_a_weight_flag_given_wins_over_the_loss_preset(tmp_path):
 
 
 def test_the_effective_weights_are_printed_and_recorded(synth_dir, tmp_path):
-    result = run_python("train.py", "--data", synth_dir / "train.jsonl", "--loss", "semclip_tn", "--truth-weight", "0.5",
-                        "--steps", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--out", tmp_path)
+    result = run_python("train.py", "--data", synth_dir / "train.jsonl", "--loss", "semclip_tn",
+                        "--truth-weight", "0.5", "--steps", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--loss semclip_tn (a=1 b=1 c=1 d=0.5)" in result.stdout.splitlines()[0]
     assert json.loads((tmp_path / "args.json").read_text())["truth_weight"] == 0.5
@@ -38,7 +38,8 @@ def test_the_effective_weights_are_printed_and_recorded(synth_dir, tmp_path):
 
 def test_a_baseline_encodes_only_its_terms_texts_and_logs_the_others_on_logging_steps(synth_dir, tmp_path):
     result = run_python("train.py", "--data", synth_dir / "train.jsonl", "--loss", "clip", "--steps", "3",
-                        "--log-every", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--out", tmp_path)
+                        "--log-every", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu",
+                        "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in logged] == [2, 3]
