@@ -30,7 +30,8 @@ def test_a_weight_flag_given_wins_over_the_loss_preset(tmp_path):
 
 def test_the_effective_weights_are_printed_and_recorded(synth_dir, tmp_path):
     result = run_python("train.py", "--data", synth_dir / "train.jsonl", "--loss", "semclip_tn",
-                        "--truth-weight", "0.5", "--steps", "2", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--out", tmp_path)
+                        "--truth-weight", "0.5", "--steps", "2", "--batch-size", "16", "--workers", "0",
+                        "--device", "cpu", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "--loss semclip_tn (a=1 b=1 c=1 d=0.5)" in result.stdout.splitlines()[0]
     assert json.loads((tmp_path / "args.json").read_text())["truth_weight"] == 0.5
