@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checkpoint import step_files
 from errors import DataError, printable
 
 
@@ -388,8 +389,7 @@ def load_resume_checkpoint(out: Path, activation=None):
     or, if it does not load (cut short by a full disk or an unfinished copy), the newest kept
     OUT/ckpt_step{N}.pt that does, with a warning line saying which and why."""
     latest = out / "ckpt.pt"
-    kept = sorted((p for p in out.glob("ckpt_step*.pt") if p.stem.removeprefix("ckpt_step").isdecimal()),
-                  key=lambda p: int(p.stem.removeprefix("ckpt_step")), reverse=True)
+    kept = step_files(out)[::-1]  # newest first
     if not latest.exists() and not kept:
         raise DataError(f"{latest}: no checkpoint to resume from; drop --resume or pick the right --out")
 
