@@ -26,10 +26,10 @@ from errors import DataError
 PATH_SETTINGS = ("data", "synth_dir", "init")
 RUN_FILES = ("ckpt.pt", "args.json", "metrics.jsonl", "results.json")
 # settings that make a run what it is: --resume may not change them
-RUN_IDENTITY = ("data", "synth_dir", "true_negations", "negation_heldout", "from_scratch", "model", "init",
-                "loss", "contrastive_weight", "paraphrase_weight", "negation_weight", "truth_weight",
+RUN_IDENTITY = ("data", "synth_dir", "true_negations", "negation_heldout", "reword_negations", "from_scratch",
+                "model", "init", "loss", "contrastive_weight", "paraphrase_weight", "negation_weight", "truth_weight",
                 "num_projections", "paraphrase_projections", "learnable_projections", "no_normalize_projections",
-                "caption_augment", "image_transform", "freeze_vision", "batch_size", "seed")
+                "caption_augment", "image_transform", "freeze_vision", "freeze_text_embeddings", "batch_size", "seed")
 
 
 def save_checkpoint(out: Path, keep: int, model, loss_fn, optimizer, step, args, tokenizer, train_fingerprint):

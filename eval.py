@@ -187,8 +187,10 @@ def evaluate_synth(model, tokenizer, data_root=DEFAULT_SYNTH_DIR, device="cpu", 
         choices = embed_texts(model, [c for p in probes for c in p[key]], tokenizer, device)
         correct = multiple_choice(image, choices.view(len(records), 4, -1), answers)
         metrics[name] = fraction(correct)
-        if key == "choices":
-            metrics.update({f"mcq_{kind}": fraction(correct[kinds == kind]) for kind in MCQ_KINDS})
+        # per kind: mcq_negation, ...; mcq_unseen_negation, mcq_unseen_hybrid (the affirmations are the same)
+        prefix = "mcq" if key == "choices" else "mcq_unseen"
+        metrics.update({f"{prefix}_{kind}": fraction(correct[kinds == kind]) for kind in MCQ_KINDS
+                        if key == "choices" or kind != "affirmation"})
     true_negation, false_affirmation, false_negation = (
         cosine(image, embed_texts(model, [p[key] for p in probes], tokenizer, device))
         for key in ("true_negation", "false_affirmation", "false_negation"))

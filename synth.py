@@ -14,7 +14,9 @@ Every record also has a `true_negation`: a true statement that negates an ABSENT
 of three placements, a third each: alone ("there is no green cross", whose negation is "a green
 cross"), in place, first ("no green cross, a red circle"), after the list ("a red circle but no
 green cross"). --loss semclip_tn trains on it. With --true-negations P, a fraction P of the
-training captions ARE that true negation (and their paraphrases and negations follow). The
+training captions ARE that true negation (and their paraphrases and negations follow);
+--reword-negations makes those paraphrases say the negation in another of the world's words
+("no Y" -> "there is no Y", "but no" -> "without a"), so L_para teaches that the forms are one. The
 held-out split never does, and it is the same for every P: the images, captions and the
 randomness behind them come from their own stream of the seed.
 
@@ -114,13 +116,13 @@ def synonymize(text: str, rate: float, rng: np.random.Generator = None) -> str:
     return re.sub(r"[a-z]+", lambda match: swap(match[0]) if match[0] in SYNONYMS else match[0], text)
 
 
-def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0, heldout=()):
+def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0, heldout=(), reword=False):
     """One (image, texts, object names) of the synthetic world; texts = {caption, paraphrase,
     negation, true_negation}, true_negation a true statement negating an absent object. No
     negation, false or true, negates a class in `heldout` (None where every object is held out:
-    draw again).
+    draw again). reword: a true negation's paraphrase negates in the next of the world's forms.
 
-    The same draws are made whatever true_negation_rate is, so it changes texts, never images."""
+    The same draws are made whatever true_negation_rate and reword are: they change texts, never images."""
     count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
     kinds = sorted(rng.choice(len(COLOURS) * len(SHAPES), size=count, replace=False))
     names = [(list(COLOURS)[k // len(SHAPES)], SHAPES[k % len(SHAPES)]) for k in kinds]
@@ -140,15 +142,18 @@ def synth_example(rng: np.random.Generator, true_negation_rate: float = 0.0, hel
     linker, thing = NEGATION_LINKERS[rng.integers(3)], absent[rng.integers(len(absent))]
     thing_paraphrased = synonymize(thing, PARAPHRASE_SYNONYM_RATE, rng)
     placement, caption, prefix = rng.integers(3), _join(phrases), template.removesuffix("{}")
+    form = NEGATION_LINKERS.index(linker)
+    # the paraphrase's form: the same, or reworded into the next one ("no Y" -> "there is no Y" -> "not a Y")
+    said = (form + 1) % 3 if reword else form
     if placement == 0:  # alone, as NegBench's negation captions: "there is no Y", whose negation is "a Y"
-        alone = NEGATION_FORMS[NEGATION_LINKERS.index(linker)]
-        true = {"caption": alone.format(thing), "paraphrase": alone.format(thing_paraphrased), "negation": f"a {thing}"}
+        true = {"caption": NEGATION_FORMS[form].format(thing), "negation": f"a {thing}",
+                "paraphrase": NEGATION_FORMS[said].format(thing_paraphrased)}
     elif placement == 1:  # in place, first: "no Y, a red circle and ..."
         true = {"caption": f"no {thing}, {caption}", "negation": f"no {thing}, {negation}",
                 "paraphrase": f"{prefix}no {thing_paraphrased}, {paraphrase[len(prefix):]}"}
     else:  # after the list: "... but no Y"
         true = {"caption": f"{caption} {linker} {thing}", "negation": f"{negation} {linker} {thing}",
-                "paraphrase": f"{paraphrase} {linker} {thing_paraphrased}"}
+                "paraphrase": f"{paraphrase} {NEGATION_LINKERS[said]} {thing_paraphrased}"}
     texts = {"caption": caption, "paraphrase": paraphrase, "negation": negation, "true_negation": true["caption"]}
     if rng.random() < true_negation_rate:
         texts.update(true)
@@ -161,13 +166,14 @@ def heldout_classes(seed: int, count: int) -> list:
     return sorted(classes[i] for i in np.random.default_rng([seed, 3]).choice(len(classes), count, replace=False))
 
 
-def _write_split(out: Path, split_number: int, split: str, count: int, seed: int, true_negations: float, heldout):
+def _write_split(out: Path, split_number: int, split: str, count: int, seed: int, true_negations: float, heldout,
+                 reword: bool):
     """One split's images and OUT/<split>.jsonl, from its own stream of the seed; (path, count)."""
     rng, lines = np.random.default_rng([seed, split_number]), []
     for i in range(count):
         example = None
         while example is None:  # a held-out-only image has nothing to negate: draw another
-            example = synth_example(rng, true_negations, heldout)
+            example = synth_example(rng, true_negations, heldout, reword)
         image, texts, objects = example
         name = f"images/{split}_{i:06d}.png"
         torchvision.io.write_png(torch.from_numpy(image).permute(2, 0, 1).contiguous(), str(out / name))
@@ -178,19 +184,20 @@ def _write_split(out: Path, split_number: int, split: str, count: int, seed: int
 
 
 def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, true_negations: float = 0.0,
-                n_web: int = 0, negation_heldout: int = 0, log=print):
+                n_web: int = 0, negation_heldout: int = 0, reword_negations: bool = False, log=print):
     """Write images/*.png, train.jsonl, test.jsonl, web.jsonl (n_web > 0: images with captions for
     pretraining, never used as triplets) and world.json; the same settings give the same files.
     Each split draws from its own stream of the seed: the test split is the same whatever n_train,
     n_web, negation_heldout and true_negations (which only the training captions carry) are.
     negation_heldout K: K classes no training negation or true negation names (they are still in
-    affirmed captions), so eval.py can ask whether negation works on classes never negated."""
+    affirmed captions), so eval.py can ask whether negation works on classes never negated.
+    reword_negations: the true negations' paraphrases negate in another form (synth_example)."""
     if not 0 <= true_negations <= 1:
         raise DataError(f"true_negations is a fraction of the training captions, not {true_negations}")
     out, heldout = Path(out), heldout_classes(seed, negation_heldout)
     (out / "images").mkdir(parents=True, exist_ok=True)
     splits = [(out, split_number, split, count, seed, true_negations if split == "train" else 0.0,
-               heldout if split == "train" else ()) for split_number, (split, count) in
+               heldout if split == "train" else (), reword_negations) for split_number, (split, count) in
               enumerate((("train", n_train), ("test", n_test), ("web", n_web))) if count]
     # the splits are independent streams: on two processes when it pays, the same files either way
     if n_train + n_web >= 4000:
@@ -201,7 +208,8 @@ def write_synth(out, n_train: int = 10000, n_test: int = 1000, seed: int = 0, tr
     for path, count in written:
         log(f"wrote {count} {path.stem} triplets to {path}")
     settings = {"version": WORLD_VERSION, "seed": seed, "n_train": n_train, "n_test": n_test, "n_web": n_web,
-                "true_negations": true_negations, "negation_heldout": negation_heldout, "heldout_classes": heldout}
+                "true_negations": true_negations, "negation_heldout": negation_heldout, "heldout_classes": heldout,
+                "reword_negations": reword_negations}
     (out / "world.json").write_text(json.dumps(settings) + "\n")
     return out
 
@@ -212,40 +220,45 @@ def world_settings(folder) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def world_dir(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0) -> Path:
-    """The world to train on: synth_dir (the paper's world), or its sibling SYNTH_DIR-true-negP-heldoutK
-    with true negations / held-out classes (the same seed and sizes: the same images and test split)."""
+def world_dir(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0, reword_negations=False) -> Path:
+    """The world to train on: synth_dir (the paper's world), or its sibling SYNTH_DIR-true-negP-heldoutK-reworded
+    with true negations / held-out classes / reworded negations (the same seed and sizes: the same
+    images and test split)."""
     synth_dir = Path(synth_dir)
     suffix = (f"-true-neg{true_negations:g}" if true_negations else "") + \
-        (f"-heldout{negation_heldout}" if negation_heldout else "")
+        (f"-heldout{negation_heldout}" if negation_heldout else "") + ("-reworded" if reword_negations else "")
     return synth_dir.with_name(synth_dir.name + suffix)
 
 
 WEB_IMAGES = 10000  # the paper's world's web split: pretraining's images and captions
 
 
-def write_missing_worlds(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0, log=print):
+def write_missing_worlds(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0, reword_negations=False,
+                         log=print):
     """Write world_dir(...) if missing, and the paper's world (with its web split: WEB_IMAGES unless
     its world.json says otherwise) too; sizes and seed from synth_dir's world.json, if any."""
     paper, settings = Path(synth_dir), world_settings(synth_dir)
     sizes = {k: v for k, v in settings.items() if k in ("seed", "n_train", "n_test")}
-    for world in dict.fromkeys([paper, world_dir(synth_dir, true_negations, negation_heldout)]):
+    for world in dict.fromkeys([paper, world_dir(synth_dir, true_negations, negation_heldout, reword_negations)]):
         if not ((world / "train.jsonl").is_file() and (world / "test.jsonl").is_file()):
             log(f"writing the synthetic negation world to {world} (once)")
             variant = {"n_web": settings.get("n_web", WEB_IMAGES)} if world == paper else \
-                {"true_negations": true_negations, "negation_heldout": negation_heldout}
+                {"true_negations": true_negations, "negation_heldout": negation_heldout,
+                 "reword_negations": reword_negations}
             write_synth(world, **sizes, **variant, log=log)
 
 
-def checked_world(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0) -> Path:
+def checked_world(synth_dir, true_negations: float = 0.0, negation_heldout: int = 0, reword_negations=False) -> Path:
     """world_dir(...), or a DataError if its world.json says another version or variant wrote it."""
-    world = world_dir(synth_dir, true_negations, negation_heldout)
+    world = world_dir(synth_dir, true_negations, negation_heldout, reword_negations)
     settings = world_settings(world)
-    if (settings.get("version"), settings.get("true_negations"), settings.get("negation_heldout")) != (
-            WORLD_VERSION, true_negations, negation_heldout):
+    written = (settings.get("version"), settings.get("true_negations"), settings.get("negation_heldout"),
+               settings.get("reword_negations", False))  # v4 worlds written before the option never reword
+    if written != (WORLD_VERSION, true_negations, negation_heldout, reword_negations):
         raise DataError(f"{world}: written by other settings ({settings or 'an older synth.py'}), not version "
                         f"{WORLD_VERSION} with --true-negations {true_negations:g} --negation-heldout "
-                        f"{negation_heldout}; delete the folder to rewrite it")
+                        f"{negation_heldout}{' --reword-negations' if reword_negations else ''}; "
+                        "delete the folder to rewrite it")
     return world
 
 
@@ -305,7 +318,8 @@ def main(argv=None):
                "  python synth.py\n"
                "  python synth.py --out /tmp/w --n-train 2000 --n-test 200 --seed 1\n"
                "  python synth.py --out data/synth-true-neg0.3 --true-negations 0.3\n"
-               "  python synth.py --out data/synth-heldout4 --negation-heldout 4",
+               "  python synth.py --out data/synth-heldout4 --negation-heldout 4\n"
+               "  python synth.py --out data/synth-true-neg0.5-reworded --true-negations 0.5 --reword-negations",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_SYNTH_DIR, help="output folder (default: %(default)s)")
     at_least_one = number(int, at_least=1)
@@ -318,9 +332,14 @@ def main(argv=None):
                         help="fraction of training captions that also negate an absent object (default: %(default)s)")
     parser.add_argument("--negation-heldout", type=number(int, at_least=0, at_most=len(synth_classes())), default=0,
                         metavar="K", help="K classes no training negation names (default: %(default)s)")
+    parser.add_argument("--reword-negations", action="store_true",
+                        help="true negations' paraphrases negate in another of the world's forms "
+                             "('but no' -> 'without a')")
     args = parser.parse_args(argv)
+    if args.reword_negations and not args.true_negations:
+        parser.error("argument --reword-negations: needs --true-negations P > 0 (it rewords their paraphrases)")
     write_synth(args.out, args.n_train, args.n_test, args.seed, args.true_negations, args.n_web,
-                args.negation_heldout)
+                args.negation_heldout, args.reword_negations)
 
 
 if __name__ == "__main__":

@@ -200,10 +200,16 @@ def resolve_data(args, rank: int):
     if args.data is not None:
         return args.data
     if rank == 0:
-        write_missing_worlds(args.synth_dir, args.true_negations, args.negation_heldout)
+        write_missing_worlds(args.synth_dir, **world_variant(args))
     if dist.is_initialized():
         dist.barrier()
-    return checked_world(args.synth_dir, args.true_negations, args.negation_heldout) / "train.jsonl"
+    return checked_world(args.synth_dir, **world_variant(args)) / "train.jsonl"
+
+
+def world_variant(args) -> dict:
+    """Which of the built-in worlds the flags choose (synth.world_dir)."""
+    return {"true_negations": args.true_negations, "negation_heldout": args.negation_heldout,
+            "reword_negations": args.reword_negations}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -271,6 +277,9 @@ def train(args, run: Run):
     model, loss_fn, dataset, device, total_steps = run.model, run.loss_fn, run.dataset, run.device, run.total_steps
     if args.freeze_vision:
         model.visual.requires_grad_(False)
+    if args.freeze_text_embeddings:  # also spares the optimizer the 100k-token table
+        model.token_embedding.requires_grad_(False)
+        model.positional_embedding.requires_grad_(False)
     optimizer = build_optimizer(args, model, loss_fn)
     start_step = 0
     if run.resume_from is not None:
@@ -394,7 +403,7 @@ def main():
     if model is None or args.data is not None:
         return
     timing = {"train_s": round(time.time() - training_began, 1)}
-    world = world_dir(args.synth_dir, args.true_negations, args.negation_heldout)
+    world = world_dir(args.synth_dir, **world_variant(args))
     n, metrics = evaluate_synth(model, run.tokenizer, world, args.device)
     rows, extra = {f"--loss {args.loss}": metrics}, {}
     if pretrained is not None:

@@ -63,6 +63,9 @@ def parse_args(argv=None):
     data.add_argument("--negation-heldout", type=number(int, at_least=0, at_most=len(synth_classes())), default=0,
                       metavar="K", help="train on a world whose negations never name K held-out classes; "
                                         "eval reports mcq_negation_heldout (default: 0)")
+    data.add_argument("--reword-negations", action="store_true",
+                      help="train on SYNTH_DIR-...-reworded: the true negations' paraphrases negate in another of "
+                           "the world's forms ('no Y' -> 'there is no Y'), so L_para teaches that the forms are one")
     data.add_argument("--caption-augment", choices=("paraphrase",), help="each caption or its paraphrase, at random")
     data.add_argument("--workers", type=non_negative_int, default=2,
                       help="DataLoader workers per process (default: %(default)s)")
@@ -83,6 +86,9 @@ def parse_args(argv=None):
     model.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction,
                        help="train the text tower only, as the authors (default: on when fine-tuning the built-in "
                             "pretrained CLIP, else off)")
+    model.add_argument("--freeze-text-embeddings", action="store_true",
+                       help="keep the token and position embeddings as they are: only the text transformer, its "
+                            "final norm and projection train (with --init or the built-in pretrained CLIP)")
     weights = ", ".join(f"{name} {WEIGHT_DEFAULTS | LOSS_VARIANTS[name]}" for name in ("clip", "semclip_tn"))
     model.add_argument("--contrastive-weight", type=non_negative, default=1.0,
                        help="a in (aL_clip + bL_para + cL_neg + dL_truth) / (a + b + c + d) (default: 1)")
@@ -150,8 +156,12 @@ def parse_args(argv=None):
     given = flags_given(parser, argv)
     if args.resume and args.out is None:
         parser.error("--resume needs the --out of the run to continue")
-    if args.true_negations and args.data or args.negation_heldout and args.data:
-        parser.error("--true-negations and --negation-heldout choose a built-in world; not with --data")
+    if args.data and (args.true_negations or args.negation_heldout or args.reword_negations):
+        parser.error("--true-negations, --negation-heldout and --reword-negations choose a built-in world; "
+                     "not with --data")
+    if args.reword_negations and not args.true_negations:
+        parser.error("--reword-negations rewords the paraphrases of the true negations in the captions: "
+                     "give --true-negations P > 0 too")
     for line in settle(args, given):
         if int(os.environ.get("RANK", "0")) == 0:
             print(line)
@@ -198,5 +208,6 @@ def settle(args, given: set):
     how = "fine-tuning the built-in pretrained CLIP" if fine_tunes_pretrained(args) else \
         f"from {args.init}" if args.init else "from scratch"
     return lines + [f"settings: --loss {args.loss} ({weights}), {how}, {args.steps} steps, lr {args.lr:g}, "
-                    f"warmup {args.warmup}, {'vision frozen' if args.freeze_vision else 'both towers train'}, "
+                    f"warmup {args.warmup}, {'vision frozen' if args.freeze_vision else 'both towers train'}"
+                    f"{', text embeddings frozen' if args.freeze_text_embeddings else ''}, "
                     f"batch {args.batch_size}, seed {args.seed} -> {args.out}"]

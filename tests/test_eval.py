@@ -48,8 +48,8 @@ def test_eval_cli_synth_writes_results_json(synth_dir, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["bench"] == "synth" and results["n"] == 40 and results["checkpoint"].endswith("ckpt.pt")
     names = ["orig_over_neg", "t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "para_t2i_r1", "syn_t2i_r1", "mcq",
-             "mcq_affirmation", "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff",
-             "trueneg_over_falseneg", "zeroshot_orig", "zeroshot_neg"]
+             "mcq_affirmation", "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "mcq_unseen_negation",
+             "mcq_unseen_hybrid", "trueneg_over_falseaff", "trueneg_over_falseneg", "zeroshot_orig", "zeroshot_neg"]
     assert list(results["metrics"]) == names
     assert all(0.0 <= value <= 1.0 for value in results["metrics"].values())
     # disjoint images (train_*.png vs test_*.png): no overlap, no warning; shared captions are only counted
@@ -497,7 +497,7 @@ def planted_world(tmp_path_factory):
 def test_synth_negation_metrics_of_a_model_that_reads_negation_are_all_one(planted_world):
     n, metrics = evaluation.evaluate_synth(WordModel(reads_negation=True), "cl100k_base", planted_world)
     new = ["syn_t2i_r1", "mcq", "mcq_affirmation", "mcq_negation", "mcq_hybrid", "mcq_unseen_forms",
-           "trueneg_over_falseaff", "trueneg_over_falseneg"]
+           "mcq_unseen_negation", "mcq_unseen_hybrid", "trueneg_over_falseaff", "trueneg_over_falseneg"]
     assert n == 6 and {name: metrics[name] for name in ["orig_over_neg", "t2i_r1"] + new} == dict.fromkeys(
         ["orig_over_neg", "t2i_r1"] + new, 1.0)
 
@@ -510,7 +510,7 @@ def test_synth_negation_metrics_catch_the_negation_word_shortcut(planted_world):
     assert metrics["orig_over_neg"] == 1.0 and metrics["t2i_r1"] == 1.0 and metrics["syn_t2i_r1"] == 1.0
     assert (metrics["mcq"], metrics["mcq_affirmation"], metrics["mcq_negation"], metrics["mcq_hybrid"]) == \
         (2 / 6, 1.0, 0.0, 0.0)
-    assert metrics["mcq_unseen_forms"] == 2 / 6
+    assert (metrics["mcq_unseen_forms"], metrics["mcq_unseen_negation"], metrics["mcq_unseen_hybrid"]) == (2 / 6, 0, 0)
     # the true negation loses to the false affirmation, and ties (not strictly >) with the false negation
     assert metrics["trueneg_over_falseaff"] == 0.0 and metrics["trueneg_over_falseneg"] == 0.0
     assert "a crimson disc" in model.seen_texts   # syn_t2i_r1 queries: every colour and shape in its synonym

@@ -8,12 +8,17 @@ import re
 import numpy as np
 import pytest
 
-from synth import (COLOURS, MCQ_KINDS, SHAPES, SYNONYMS, main, negation_probes, synonymize, synth_classes,
-                   synth_example, world_settings, write_synth)
+from errors import DataError
+from synth import (COLOURS, MCQ_KINDS, NEGATION_FORMS, NEGATION_LINKERS, SHAPES, SYNONYMS, checked_world, main,
+                   negation_probes, synonymize, synth_classes, synth_example, world_dir, world_settings, write_synth)
 
 from conftest import help_examples, run_python
 
 WORDS = {synonym: word for word, synonym in SYNONYMS.items()}
+
+
+def read(folder, split="train"):
+    return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
 
 
 def is_true(text, objects):
@@ -36,7 +41,8 @@ def test_synthetic_world_is_reproducible_from_its_seed(tmp_path):
     assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
     assert (first / "images/train_000004.png").read_bytes() == (second / "images/train_000004.png").read_bytes()
     assert world_settings(first) == {"version": 4, "seed": 9, "n_train": 5, "n_test": 2, "n_web": 0,
-                                     "true_negations": 0.0, "negation_heldout": 0, "heldout_classes": []}
+                                     "true_negations": 0.0, "negation_heldout": 0, "heldout_classes": [],
+                                     "reword_negations": False}
 
 
 def test_negations_keep_every_content_word_and_negate_a_present_object():
@@ -68,13 +74,12 @@ def test_paraphrases_speak_in_synonyms_that_captions_almost_never_use():
 def test_true_negations_negate_an_absent_object_in_training_captions_only(tmp_path):
     plain = write_synth(tmp_path / "p0", n_train=6, n_test=4, seed=2, log=lambda *_: None)
     every = write_synth(tmp_path / "p1", n_train=12, n_test=4, seed=2, true_negations=1.0, log=lambda *_: None)
-    read = lambda folder, split: [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]  # noqa: E731
     # the held-out split does not depend on n_train or true_negations: same texts, same pixels
     assert (plain / "test.jsonl").read_text() == (every / "test.jsonl").read_text()
     assert (plain / "images/test_000003.png").read_bytes() == (every / "images/test_000003.png").read_bytes()
     # training images are the same too; only their texts change
     assert (plain / "images/train_000005.png").read_bytes() == (every / "images/train_000005.png").read_bytes()
-    for before, after in zip(read(plain, "train"), read(every, "train")):
+    for before, after in zip(read(plain), read(every)):
         # each record's true negation, whatever P is: alone ("there is no Y"), in place, first
         # ("no Y, X"), or after the list ("X but no Y"); with P = 1 it is the caption
         assert after["caption"] == after["true_negation"] == before["true_negation"]
@@ -86,10 +91,35 @@ def test_true_negations_negate_an_absent_object_in_training_captions_only(tmp_pa
         assert alone or first or last, (before, after)
         assert is_true(after["caption"], after["objects"]) and is_true(after["paraphrase"], after["objects"])
         assert not is_true(after["negation"], after["objects"])
-    assert not any(re.search(r"(but no|without a|and not a) ", r["caption"]) for r in read(plain, "train"))
-    assert len({r["caption"].split()[1] in COLOURS for r in read(every, "train")}) == 2  # alone or not
+    assert not any(re.search(r"(but no|without a|and not a) ", r["caption"]) for r in read(plain))
+    assert len({r["caption"].split()[1] in COLOURS for r in read(every)}) == 2  # alone or not
     with pytest.raises(Exception, match="fraction"):
         write_synth(tmp_path / "bad", n_train=1, n_test=1, true_negations=1.5)
+
+
+def test_reworded_negations_change_only_the_true_negations_paraphrases_into_another_form(tmp_path):
+    quiet = lambda *_: None  # noqa: E731
+    same = write_synth(tmp_path / "same", n_train=60, n_test=4, seed=3, true_negations=1.0, log=quiet)
+    reworded = write_synth(tmp_path / "r", n_train=60, n_test=4, seed=3, true_negations=1.0, reword_negations=True,
+                           log=quiet)
+    forms = sorted({f.replace(" {}", "") for f in NEGATION_FORMS} | set(NEGATION_LINKERS), key=len, reverse=True)
+    form = lambda text: next((f for f in forms if re.search(rf"(^| ){f} [a-z]+ [a-z]+", text)), None)  # noqa: E731
+    changed = 0
+    for before, after in zip(read(same), read(reworded)):
+        assert {k: v for k, v in before.items() if k != "paraphrase"} == {k: v for k, v in after.items()
+                                                                          if k != "paraphrase"}
+        assert is_true(after["paraphrase"], after["objects"])
+        if before["paraphrase"] != after["paraphrase"]:
+            changed += 1
+            assert form(after["paraphrase"]) not in (None, form(before["paraphrase"])), (before, after)
+        else:  # "no Y, X" first: kept, so no paraphrase starts "there is not a" (an unseen form)
+            assert after["caption"].startswith("no ")
+    assert changed > 30
+    assert (same / "images/train_000007.png").read_bytes() == (reworded / "images/train_000007.png").read_bytes()
+    assert world_settings(reworded)["reword_negations"] is True
+    assert world_dir(tmp_path / "w", 0.5, 0, True).name == "w-true-neg0.5-reworded"
+    with pytest.raises(DataError, match="--reword-negations"):
+        checked_world(tmp_path / "same", reword_negations=True)
 
 
 @pytest.mark.parametrize("kind", MCQ_KINDS)
@@ -127,7 +157,7 @@ def test_cli_writes_the_world_and_data_py_synth_is_the_same_command(tmp_path):
     assert world_settings(tmp_path / "a")["true_negations"] == 0.5
     bad = run_python("synth.py", "--out", tmp_path / "c", "--true-negations", "2")
     assert bad.returncode == 2 and "argument --true-negations: 2 is not <= 1" in bad.stderr
-    for flags in (("--n-train", "0"), ("--n-web", "-1"), ("--negation-heldout", "25")):
+    for flags in (("--n-train", "0"), ("--n-web", "-1"), ("--negation-heldout", "25"), ("--reword-negations",)):
         bad = run_python("synth.py", "--out", tmp_path / "c", *flags)
         assert bad.returncode == 2 and f"argument {flags[0]}" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -183,7 +183,8 @@ def test_from_scratch_run_trains_then_prints_the_synthetic_table(synth_dir, tmp_
     assert "pretrain" not in result.stdout and json.loads((tmp_path / "args.json").read_text())["init"] is None
 
 
-def test_help_has_examples_and_every_example_parses():
+def test_help_has_examples_and_every_example_parses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples name --out folders: runs of one's own in out/ must not clash
     result = run_python("train.py", "--help")
     assert result.returncode == 0 and "examples:" in result.stdout and "--resume" in result.stdout
     examples = help_examples(result.stdout, "train.py")
@@ -322,6 +323,13 @@ def test_init_from_a_checkpoint_fine_tunes_the_text_tower_only_from_step_zero(sy
     assert ckpt["step"] == 1 and tuned.config == base.config and ckpt["tokenizer"] == "cl100k_base"
     assert all(torch.equal(p, q) for p, q in zip(tuned.visual.parameters(), base.visual.parameters()))
     assert not torch.equal(tuned.text_projection, base.text_projection)
+    assert train_cli(synth_dir, tmp_path / "tuned2", "--steps", "1", "--init", tmp_path / "base/ckpt.pt",
+                     "--freeze-text-embeddings").returncode == 0
+    tuned, _ = load_checkpoint(tmp_path / "tuned2/ckpt.pt")
+    assert torch.equal(tuned.token_embedding.weight, base.token_embedding.weight)
+    assert torch.equal(tuned.positional_embedding, base.positional_embedding)
+    assert not torch.equal(tuned.transformer.resblocks[0].attn.in_proj_weight,
+                           base.transformer.resblocks[0].attn.in_proj_weight)
 
 
 def test_batch_not_divisible_by_micro_batches_is_a_usage_error(synth_dir, tmp_path):
@@ -351,9 +359,11 @@ def test_true_negations_train_on_a_sibling_world_with_the_same_test_split(synth_
                        "--workers", "0",
                        "--device", "cpu", "--out", tmp_path / "run2")
     assert stale.returncode == 1 and "written by other settings" in stale.stderr.strip().splitlines()[-1]
-    clash = run_python("train.py", "--data", world / "train.jsonl", "--true-negations", "0.5")
-    assert clash.returncode == 2 and "not with --data" in clash.stderr
-
+    for flag in (["--true-negations", "0.5"], ["--reword-negations"]):
+        clash = run_python("train.py", "--data", world / "train.jsonl", *flag)
+        assert clash.returncode == 2 and "not with --data" in clash.stderr
+    alone = run_python("train.py", "--reword-negations", "--out", tmp_path / "run3")
+    assert alone.returncode == 2 and "give --true-negations" in alone.stderr
 
 def test_image_transform_is_recorded_in_the_checkpoint_and_used_by_eval(synth_dir, tmp_path):
     assert train_cli(synth_dir, tmp_path / "authors", "--steps", "1", "--image-transform", "authors").returncode == 0
