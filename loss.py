@@ -122,7 +122,7 @@ class SemCLIPLoss(nn.Module):
     parameters, also for learnable_projections). contrastive_impl: how L_clip is computed
     (section 3), the same numbers every way. Under torchrun each term is this process's share of
     the global-batch loss (section 4). Where the authors' code departs from the equations (their
-    CLIP term gets un-normalised features and a fresh, unclamped logit scale), this follows them.
+    CLIP term gets un-normalised features and a fresh, unclamped logit scale), this follows the equations.
     """
 
     # the optional text fields forward() takes after the caption (paraphrase, negation; the rest by name)

@@ -66,9 +66,9 @@ ONLY_ON_THE_PAPERS_WORLD = ("semclip_learnable",)  # the basis check is about th
 METRICS = ("orig_over_neg", "t2i_r1", "i2t_r1", "para_t2i_r1", "syn_t2i_r1", "mcq", "mcq_affirmation",
            "mcq_negation", "mcq_hybrid", "mcq_unseen_forms", "trueneg_over_falseaff", "trueneg_over_falseneg",
            "zeroshot_orig", "zeroshot_neg")
-OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--from-scratch", "--learnable-projections",
-                   "--num-projections",
-                   "--true-negations", "--caption-augment", "--paraphrase-projections")
+OWN_TRAIN_FLAGS = ("--loss", "--seed", "--out", "--data", "--resume", "--from-scratch",
+                   "--learnable-projections", "--num-projections", "--paraphrase-projections",
+                   "--true-negations", "--caption-augment")
 FIGURE_VARIANTS = {"clip": "#d9542b", "semclip": "#2b6cd9"}  # variant: colour
 MCQ_COLOURS = {"mcq_affirmation": "#7f7f7f", "mcq_negation": "#d9542b", "mcq_hybrid": "#2b6cd9"}
 

@@ -33,19 +33,21 @@ CELLS = ("semclip", "T_P", "T_H", "T_F", "P_H", "P_F", "H_F", "T_P_H_F")  # each
 
 
 def cell_means(folder: Path) -> dict:
-    """{cell: {metric: mean over seeds}}, from folder/<cell>/s*.json."""
+    """{cell: {metric: mean over seeds}}, from folder/<cell>/s*.json, for the metrics every run reports
+    (runs made before eval.py added a metric lack it)."""
     means = {}
     for cell in CELLS:
         runs = [json.loads(p.read_text())["metrics"] for p in sorted((folder / cell).glob("s*.json"))]
         if not runs:
             sys.exit(f"error: {folder / cell}: no s*.json results; run the cell first (docs/ablation.md)")
-        means[cell] = {m: statistics.mean(r[m] for r in runs) for m in runs[0]}
+        shared = [m for m in runs[0] if all(m in r for r in runs)]
+        means[cell] = {m: statistics.mean(r[m] for r in runs) for m in shared}
     return means
 
 
 def main_effects(means: dict) -> dict:
     """{part: {metric: mean(part on) - mean(part off)}}."""
-    metrics = next(iter(means.values()))
+    metrics = [m for m in next(iter(means.values())) if all(m in cell for cell in means.values())]
     effects = {}
     for part in PARTS:
         on = [cell for cell in means if part in cell.split("_")]

@@ -28,8 +28,10 @@ def test_main_effects_of_a_planted_additive_model(tmp_path):
         (tmp_path / cell).mkdir()
         for seed, noise in enumerate((-0.01, 0.01)):
             value = 0.1 + 0.3 * ("T" in parts_on(cell)) - 0.2 * ("H" in parts_on(cell)) + noise
-            (tmp_path / cell / f"s{seed}.json").write_text(json.dumps({"metrics": {"mcq": value}}))
+            newer = {"mcq_unseen_negation": 0.5} if seed else {}  # a metric eval.py added after seed 0 ran
+            (tmp_path / cell / f"s{seed}.json").write_text(json.dumps({"metrics": {"mcq": value, **newer}}))
     factorial.main(["--results", str(tmp_path)])
+    assert list(json.loads((tmp_path / "effects/T.json").read_text())["metrics"]) == ["mcq"]  # every run has it
     effects = {part: json.loads((tmp_path / "effects" / f"{part}.json").read_text())["metrics"]["mcq"]
                for part in factorial.PARTS}
     assert effects == pytest.approx({"T": 0.3, "P": 0.0, "H": -0.2, "F": 0.0}, abs=1e-12)
