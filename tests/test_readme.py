@@ -1,11 +1,13 @@
 """README.md teaches: every link lands where it says, every code anchor on the line it names, every
-metric in a table is defined on the page, no table is wider than 6 columns, and the method's forward
-fits on one screen."""
+metric in a table is defined on the page, no table is wider than 6 columns, the method's forward
+fits on one screen, and every train.py command it shows parses."""
 
 import inspect
 import re
+import shlex
 
 from loss import SemCLIPLoss
+from train_flags import parse_args
 
 from conftest import ROOT
 
@@ -57,3 +59,13 @@ def test_every_metric_in_a_table_is_defined_on_the_page():
 def test_the_method_reads_on_one_screen():
     source = inspect.getsource(SemCLIPLoss.forward)
     assert len([line for line in source.splitlines() if line.strip()]) <= 40
+
+
+def test_every_one_line_train_command_on_the_page_parses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # commands name --out folders: runs of one's own in out/ must not clash
+    commands = [shlex.split(line.split("#")[0])[2:] for line in README.splitlines()
+                if line.strip().startswith("python train.py") and not line.rstrip().endswith("\\")]
+    assert any(line.rstrip().endswith("# best recipe") for line in README.splitlines())
+    assert len(commands) >= 3
+    for argv in commands:
+        parse_args(argv)  # a flag that does not exist, or a value out of range, exits here
