@@ -13,7 +13,6 @@ import functools
 import io
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -332,15 +331,6 @@ class EpochBatches(torch.utils.data.Sampler):
                 rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
                 yield list(zip(order[rows].tolist(), sample_seeds[rows].tolist()))
             step = (epoch + 1) * self.steps_per_epoch
-
-
-def yield_to_training(worker_id: int):
-    """DataLoader workers' worker_init_fn: load at a lower CPU priority. With as many cores as the
-    training's threads (a 2-core laptop), a worker that takes a core stalls a whole parallel op of
-    the main process; at a lower priority it loads in the gaps. The batches are the same (each
-    sample draws from its own seed); pretraining on 2 cores runs about a quarter faster."""
-    if hasattr(os, "nice"):  # POSIX; elsewhere workers keep the main process's priority
-        os.nice(10)
 
 
 def make_collate(context_length: int, tokenizer: str):

@@ -26,7 +26,7 @@ import torchvision.transforms.v2.functional as TF
 from benchmarks import (CCNEG_IMAGES, CCNEG_TEST_SIZE, NEGBENCH_CSV, NEGBENCH_RETRIEVAL, ZEROSHOT_DATASETS, MissingData,
                         read_ccneg, read_ccneg_csv, read_negbench_mcq, read_negbench_retrieval, read_sugarcrepe_pp,
                         read_zeroshot, require_file)
-from data import IMAGE_TRANSFORMS, TripletDataset, image_transform, read_triplets, yield_to_training
+from data import IMAGE_TRANSFORMS, TripletDataset, image_transform, read_triplets
 from errors import DataError, count, non_negative_int, one_line, run_cli
 from model import describe_loaded, load_checkpoint
 from overlap import count_overlap
@@ -89,8 +89,7 @@ class ClassificationImages(torch.utils.data.Dataset):
 def encode_images(model, dataset, device, batch_size=256, workers=0):
     """(unit image embeddings [N, D], the items' second fields) in dataset order, decoded in DataLoader workers."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         sampler=[(i, 0) for i in range(len(dataset))],
-                                         worker_init_fn=yield_to_training)
+                                         sampler=[(i, 0) for i in range(len(dataset))])
     chunks, seconds, start, shown = [], [], time.time(), 0.0
     for images, second, *_ in loader:
         with _autocast(device):

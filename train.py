@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from checkpoint import claim_run_folder, json_args, save_checkpoint
-from data import EpochBatches, TripletDataset, make_collate, read_triplets, yield_to_training
+from data import EpochBatches, TripletDataset, make_collate, read_triplets
 from distributed import RankShard, average_gradients, average_over_processes, setup_distributed
 from errors import DataError, one_line, run_cli
 from eval import evaluate_synth, format_table, write_results
@@ -305,7 +305,7 @@ def train(args, run: Run):
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=RankShard(batches, run.rank, run.world_size), num_workers=args.workers,
         collate_fn=make_collate(model.config.context_length, run.tokenizer),
-        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0, worker_init_fn=yield_to_training)
+        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
     forward = torch.compile(model) if args.compile else model
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext())
     params = trainable_parameters(model, loss_fn)

@@ -1,7 +1,6 @@
 """data.py: image pipeline, readers and their errors, batching."""
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 import torchvision
 
 from data import (CLIP_STD, EpochBatches, TripletDataset, check_images, image_transform, make_collate, read_image,
-                  read_triplets, yield_to_training)
+                  read_triplets)
 from errors import DataError
 
 from conftest import run_python
@@ -302,21 +301,6 @@ def test_epoch_batches_resume_at_any_step_sees_the_same_batches():
     full = take(EpochBatches(10, 3, seed=5), 7)  # 3 batches per epoch: crosses two epoch boundaries
     assert take(EpochBatches(10, 3, seed=5, start_step=4), 3) == full[4:]
     assert sorted(i for batch in full[:3] for i, _ in batch) == sorted(set(i for batch in full[:3] for i, _ in batch))
-
-
-class WorkerNiceness(torch.utils.data.Dataset):
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, index):
-        return os.nice(0)  # adding 0 returns the process's niceness
-
-
-@pytest.mark.skipif(not hasattr(os, "nice"), reason="process priorities are POSIX")
-def test_loader_workers_yield_the_cpu_to_the_training_process():
-    loader = torch.utils.data.DataLoader(WorkerNiceness(), batch_size=1, num_workers=1,
-                                         worker_init_fn=yield_to_training)
-    assert [int(n) for n in loader] == [min(os.nice(0) + 10, 19)] * 2
 
 
 def test_collate_cuts_padding_after_the_longest_text():
