@@ -434,7 +434,8 @@ def test_kill_9_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path, flags)
 
 
 def test_ctrl_c_stops_at_once_and_a_rerun_completes(tmp_path):
-    captions = write_captions(tmp_path / "captions.jsonl", 40)
+    count = 120  # about 6 s of answers: the signal lands mid-run even on a loaded machine
+    captions = write_captions(tmp_path / "captions.jsonl", count)
     out = tmp_path / "triplets.jsonl"
     with FakeLLM(delay=0.2) as fake:
         command = [sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(out), "--model", "fake",
@@ -442,12 +443,13 @@ def test_ctrl_c_stops_at_once_and_a_rerun_completes(tmp_path):
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         while (not out.exists() or out.read_text().count("\n") < 4) and process.poll() is None:
             time.sleep(0.01)
+        assert process.poll() is None, "the run finished before it could be interrupted"
         process.send_signal(signal.SIGINT)
         assert process.wait(5) == 130
         assert "rerun the same command to resume" in process.stderr.read()
         process.stderr.close()
         assert subprocess.run(command, capture_output=True).returncode == 0
-    assert_each_once([f"c{number}" for number in range(40)], read_jsonl(out), [])
+    assert_each_once([f"c{number}" for number in range(count)], read_jsonl(out), [])
 
 
 # -----------------------------------------------------------------------------
