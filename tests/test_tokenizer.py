@@ -103,3 +103,7 @@ def test_word_split_equals_the_regex_on_every_code_point(open_clip):
     text = " ".join(chr(c) for c in range(sys.maxunicode + 1)
                     if not (0xD800 <= c < 0xE000 or 0x1C <= c <= 0x1F))
     assert clip_words(text) == regex.findall(open_clip.tokenizer._tokenizer.pat, text)
+
+
+def test_tokenize_no_texts_is_an_empty_batch():
+    assert tokenize([], 8).shape == (0, 8)
