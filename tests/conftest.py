@@ -47,13 +47,17 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def help_examples(help_text: str, script: str) -> list:
-    """The argument lists of the `python SCRIPT ...` / `torchrun ... SCRIPT ...` lines under "examples:"
-    in a --help text (continuation lines joined, trailing comments dropped)."""
-    lines = help_text.split("examples:", 1)[1].replace("\\\n", " ").splitlines()
+def commands(text: str, script: str) -> list:
+    """The argument lists of the `python SCRIPT ...` / `torchrun ... SCRIPT ...` command lines in `text`
+    (continuation lines joined, trailing comments dropped)."""
     examples = []
-    for line in lines:
+    for line in text.replace("\\\n", " ").splitlines():
         words = line.split("#")[0].split()
         if script in words:
             examples.append(words[words.index(script) + 1:])
     return examples
+
+
+def help_examples(help_text: str, script: str) -> list:
+    """The commands of SCRIPT under "examples:" in a --help text."""
+    return commands(help_text.split("examples:", 1)[1], script)

@@ -440,7 +440,8 @@ def test_ctrl_c_stops_at_once_and_a_rerun_completes(tmp_path):
     with FakeLLM(delay=0.2) as fake:
         command = [sys.executable, str(SCRIPT), "--input", str(captions), "--out", str(out), "--model", "fake",
                    "--base-url", fake.url, "--concurrency", "4", *FAST]
-        # as from a terminal: SIGINT at its default, whatever an earlier test left this process ignoring
+        # as from a terminal: SIGINT at its default (a shell without job control starts a background job,
+        # such as a CI runner's pytest, with SIGINT ignored, and children inherit that)
         process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while (not out.exists() or out.read_text().count("\n") < 4) and process.poll() is None:

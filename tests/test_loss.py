@@ -147,7 +147,11 @@ def test_simulated_ranks_local_losses_average_to_the_global_loss():
     world, n = 2, 6
     image, text, negation = unit(world * n, 8, 0), unit(world * n, 8, 1), unit(world * n, 8, 2)
     scale = 9.0
-    full = loss_and_grads(lambda x, y, s: contrastive_loss_reference(x, torch.cat([y, negation]), s), image, text, scale)
+
+    def with_negations(x, y, s):
+        return contrastive_loss_reference(x, torch.cat([y, negation]), s)
+
+    full = loss_and_grads(with_negations, image, text, scale)
 
     # every "rank" sees the gathered tensors (the same leaves, so gradients add up as the
     # gather's backward adds them) and computes only its own rows
@@ -235,7 +239,8 @@ def semclip_by_hand(basis, image, text, paraphrase, negation, scale, weights, co
     paraphrase_term = (1 - (p(text) * p(paraphrase)).sum(-1)).mean()
     negation_term = torch.clamp((p(text) * p(negation)).sum(-1), min=0).mean()
     a, b, c = weights
-    return contrastive, paraphrase_term, negation_term, (a * contrastive + b * paraphrase_term + c * negation_term) / (a + b + c)
+    total = (a * contrastive + b * paraphrase_term + c * negation_term) / (a + b + c)
+    return contrastive, paraphrase_term, negation_term, total
 
 
 @pytest.fixture

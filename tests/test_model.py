@@ -80,7 +80,8 @@ def test_parameter_names_follow_openai_clip(tiny):
     names = set(tiny.state_dict())
     for name in ["visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding",
                  "visual.ln_pre.weight", "visual.transformer.resblocks.0.attn.in_proj_weight",
-                 "visual.transformer.resblocks.0.attn.out_proj.weight", "visual.transformer.resblocks.0.mlp.c_fc.weight",
+                 "visual.transformer.resblocks.0.attn.out_proj.weight",
+                 "visual.transformer.resblocks.0.mlp.c_fc.weight",
                  "visual.transformer.resblocks.1.ln_2.bias", "visual.ln_post.weight", "visual.proj",
                  "token_embedding.weight", "positional_embedding", "transformer.resblocks.0.mlp.c_proj.weight",
                  "ln_final.weight", "text_projection", "logit_scale"]:

@@ -141,7 +141,8 @@ def test_the_plain_reference_loss_trains_the_same_run_as_the_fused_op(synth_dir,
     """--contrastive-impl reference (F.cross_entropy) vs tiled: the same run up to float32 summation order."""
     for impl in ("reference", "tiled"):
         assert train_cli(synth_dir, tmp_path / impl, "--steps", "3", "--contrastive-impl", impl).returncode == 0
-    runs = {impl: torch.load(tmp_path / impl / "ckpt.pt", weights_only=True)["model"] for impl in ("reference", "tiled")}
+    runs = {impl: torch.load(tmp_path / impl / "ckpt.pt", weights_only=True)["model"]
+            for impl in ("reference", "tiled")}
     for name, tensor in runs["reference"].items():
         torch.testing.assert_close(runs["tiled"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -210,11 +211,13 @@ def test_no_weight_decay_on_gains_biases_and_logit_scale_unless_decay_all():
 def test_authors_recipe_sets_their_defaults_and_flags_given_win():
     """The values of aaai26-paper12649/SemCLIP src/args.py, training_params.py, model.py, dataset.py."""
     args = parse_args(["--recipe", "authors"])
-    assert (args.epochs, args.lr, args.weight_decay, args.decay, args.warmup, args.seed) == (200, 5e-5, 0.2, "all", 50, 42)
+    settings = (args.epochs, args.lr, args.weight_decay, args.decay, args.warmup, args.seed)
+    assert settings == (200, 5e-5, 0.2, "all", 50, 42)
     assert (tuple(args.betas), args.adam_eps, args.precision, args.freeze_vision) == ((0.9, 0.999), 1e-8, "bf16", True)
     assert (args.batch_size, args.accum_steps, args.accumulation) == (512, 2, "plain")  # 256 per loss, 2 accumulated
     assert (args.temperature, args.clamp_logit_scale, args.image_transform) == (0.07, False, "authors")
-    given = parse_args(["--recipe", "authors", "--steps", "2", "--seed", "0", "--no-freeze-vision", "--batch-size", "8"])
+    given = parse_args(["--recipe", "authors", "--steps", "2", "--seed", "0", "--no-freeze-vision",
+                        "--batch-size", "8"])
     assert (given.steps, given.epochs, given.seed, given.freeze_vision, given.batch_size) == (2, None, 0, False, 8)
     assert given.weight_decay == 0.2 and parse_args([]).weight_decay == 0.1
 
@@ -230,7 +233,8 @@ def test_authors_recipe_run_prints_what_it_set_and_records_it(synth_dir, tmp_pat
                      "--batch-size 16 as given", "--steps 2 as given"):
         assert any(expected in line for line in recipe_lines), expected
     recorded = json.loads((tmp_path / "args.json").read_text())
-    assert (recorded["weight_decay"], recorded["warmup"], recorded["seed"], recorded["recipe"]) == (0.2, 50, 42, "authors")
+    settings = (recorded["weight_decay"], recorded["warmup"], recorded["seed"], recorded["recipe"])
+    assert settings == (0.2, 50, 42, "authors")
     assert recorded["betas"] == [0.9, 0.999] and recorded["steps"] == 2 and recorded["epochs"] is None
     # a fresh logit scale 1/0.07, left unclamped (lr 5e-5 barely moves it in 2 steps)
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
