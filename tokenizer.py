@@ -55,7 +55,7 @@ def tokenize(texts, context_length: int, tokenizer: str = "cl100k_base") -> torc
     encoding = get_tokenizer(tokenizer)
     start = [encoding.sot_token] if tokenizer == "clip" else []
     # one text at a time: tiktoken's encode_ordinary_batch starts a pool of threads on every call, which
-    # costs a batch of short captions ten times the encoding itself
+    # costs a batch of short captions more than encoding them
     rows = [(start + encoding.encode_ordinary(text))[: context_length - 1] + [encoding.eot_token] for text in texts]
     padded = [row + [0] * (context_length - len(row)) for row in rows]
     return torch.tensor(padded, dtype=torch.long).view(len(rows), context_length)

@@ -17,7 +17,7 @@ columns: W processes train exactly like one on the whole batch (one all-reduce p
 import os
 
 # set before torch loads OpenMP: its threads then sleep between parallel regions instead of spinning,
-# handing those turns to the DataLoader workers that share the cores (a CPU step 7% faster on 2 cores);
+# handing those turns to the DataLoader workers that share the cores (on few cores, a faster CPU step);
 # a value already in the environment wins
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -401,7 +401,7 @@ def pretrained_metrics(checkpoint: Path, world: Path, tokenizer, device) -> dict
 def keep_freed_memory():
     """Keep freed memory in the process instead of handing it back to the OS: glibc returns every freed
     block over 32 MB (the 100k-token table's gradient, 38 MB) and trims the heap's top, so each CPU step
-    page-faults and zeroes its largest tensors anew (a tenth of a tiny-model step on 2 cores). The
+    page-faults and zeroes its largest tensors anew, a cost as large as some of its layers. The
     arithmetic is untouched: the same weights, bit for bit. No-op without glibc (macOS, musl)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
