@@ -20,7 +20,7 @@ spec.loader.exec_module(ablate)
 ROWS = {"pretrained": "results/finetune/pretrained.json", "clip": "results/finetune/clip/s*.json",
         "negclip": "results/finetune/negclip/s*.json", "semclip": "results/finetune/semclip/s*.json",
         "clip + true neg.": "results/finetune/clip_tn0.1/s*.json",
-        "semclip_tn + true neg.": "results/finetune/T_P_H_F/s*.json", "best recipe R25": "results/recipe/R25/s*.json"}
+        "semclip_tn + true neg.": "results/finetune/T_P_H_F/s*.json", "best recipe R28": "results/recipe/R28/s*.json"}
 
 
 def summary_of(pattern: str) -> dict:
