@@ -40,8 +40,8 @@ def sugarcrepe_pp_captions():
     return texts
 
 
-AWKWARD_CL100K = ["<|endoftext|> is just text", "Ünïcödé café — naïve", "emoji 🐶🐱", "日本語のキャプション",
-           "  spaces  and\nnewlines\t", "x" * 3000, "a " * 500, ""]
+AWKWARD_CL100K = ["<|endoftext|> is just text", "Ünïcödé café — naïve", "emoji 🐶🐱",
+                  "日本語のキャプション", "  spaces  and\nnewlines\t", "x" * 3000, "a " * 500, ""]
 
 
 def test_tokenizer_equals_tiktoken_cl100k_base(tiktoken_reference):
@@ -75,9 +75,12 @@ def test_trim_padding_keeps_every_column_up_to_the_last_end_of_text():
 # ----------------------------------------------------------------------------- CLIP's BPE
 
 AWKWARD_CLIP = [
-    "Café crème brûlée", "Cafe\u0301 de\u0301ja\u0300 vu", "naïve Zoë résumé", "İstanbul ß ẞ Σίσυφος",
-    "a dog 🐶 and a cat 🐱‍👤 with a family 👨‍👩‍👧", "emoji🙂text", "一只猫坐在桌子上，旁边有一只狗！",
-    "東京タワー、ｈｅｌｌｏ　ｗｏｒｌｄ１２３", "ﾊﾝｶｸ ｶﾀｶﾅ", "한국어 텍스트", "עברית عربي", "the dog’s “ball” isn't here",
+    "Café crème brûlée", "Cafe\u0301 de\u0301ja\u0300 vu", "naïve Zoë résumé",
+    "İstanbul ß ẞ Σίσυφος",
+    "a dog 🐶 and a cat 🐱‍👤 with a family 👨‍👩‍👧", "emoji🙂text",
+    "一只猫坐在桌子上，旁边有一只狗！",
+    "東京タワー、ｈｅｌｌｏ　ｗｏｒｌｄ１２３", "ﾊﾝｶｸ ｶﾀｶﾅ",
+    "한국어 텍스트", "עברית عربي", "the dog’s “ball” isn't here",
     "ﬁsh ﬂakes", "&amp;amp; &lt;b&gt; tom &amp; jerry", "a\x00b\tc\nd\r\n e\u2028f\u00a0g\u200bh\u200di",
     "<start_of_text> hi <END_OF_TEXT> there", "x's 'S ''s it'LL we'd", "½ ² ③ Ⅻ 42 3.14", "a_b-c--d...e!!!?",
     "", "   ", "word " * 300, " ".join(f"caption{i} with number {i}" for i in range(300)),
